@@ -1,0 +1,48 @@
+# fmnist: every result one command away. Run `make help` for the list.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+DATASET_DIR := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup system-deps venv quick run test test-fast lock clean-results
+
+help:
+	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
+	@echo "make quick    run the whole DVC pipeline on the quick budget (own MLflow experiment)"
+	@echo "make run      dvc repro: the full benchmark recipe (meant for a GPU)"
+	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
+
+setup: system-deps venv
+
+# Debian's dataset-fashion-mnist is the offline source of the four official files.
+system-deps:
+	@if [ ! -f $(DATASET_DIR)/train-images-idx3-ubyte.gz ]; then \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	python3 -m venv $(VENV)
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps -e .
+	touch $@
+
+# Re-pin the whole dependency tree after changing pyproject.toml.
+lock:
+	$(PIP) freeze --exclude-editable | grep -v '^fmnist' > requirements.lock
+
+quick: venv
+	$(VENV)/bin/dvc exp run -S profile=quick; rc=$$?; $(PY) -m fmnist.cli profile full; exit $$rc
+
+run: venv
+	$(VENV)/bin/dvc repro
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not e2e"

@@ -1,0 +1,345 @@
+"""The one place that reads params.yaml: typed, validated configuration objects.
+
+Every section of params.yaml maps to a frozen dataclass. Loading checks unknown keys, types and
+ranges before any work is done, and the error names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PROFILES = ("full", "quick")
+
+
+class ConfigError(ValueError):
+    """params.yaml (or an override) holds a value the pipeline cannot run with."""
+
+
+def _spec(default: Any = dataclasses.MISSING, *, lo=None, hi=None, lo_open=False, hi_open=False,
+          default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with an allowed numeric range, checked by `build`."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    experiment: str = "fmnist"
+    quick_experiment: str = "fmnist-quick"
+
+    def experiment_for(self, profile: str) -> str:
+        return self.quick_experiment if profile == "quick" else self.experiment
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    mirrors: list[str] = field(default_factory=list)
+    timeout_s: float = _spec(10.0, lo=0, lo_open=True)
+    retries: int = _spec(2, lo=0)
+    local_dirs: list[str] = field(default_factory=lambda: ["/usr/share/datasets/fashion-mnist"])
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    classes: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float = _spec(0.1, lo=0, hi=1, lo_open=True, hi_open=True)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = _spec(1e-3, lo=0, lo_open=True)
+    weight_decay: float = _spec(0.0, lo=0)
+    momentum: float = _spec(0.0, lo=0, hi=1, hi_open=True)
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: Literal["none", "plateau", "step", "cosine"] = "none"
+    factor: float = _spec(0.1, lo=0, hi=1, lo_open=True, hi_open=True)
+    patience: int = _spec(2, lo=0)
+    step_size: int = _spec(10, lo=1)
+    min_lr: float = _spec(0.0, lo=0)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float = _spec(0.0, lo=0, hi=1)
+    translate: int = _spec(0, lo=0, hi=8)
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    patience: int = _spec(5, lo=1)
+    min_delta: float = _spec(0.0, lo=0)
+    stop: bool = True
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """How much of a recipe to run: the full benchmark, or the quick profile's cut-down."""
+
+    epochs: int = _spec(10, lo=1)
+    train_subset: int | None = _spec(None, lo=1)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    model: dict[str, Any] = field(default_factory=dict)
+    init: Literal["default", "he", "xavier"] = "default"
+    batch_size: int = _spec(128, lo=1)
+    eval_batch_size: int = _spec(1000, lo=1)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    full: BudgetConfig = field(default_factory=BudgetConfig)
+    quick: BudgetConfig = field(default_factory=lambda: BudgetConfig(epochs=1))
+
+    def budget(self, profile: str) -> BudgetConfig:
+        return self.quick if profile == "quick" else self.full
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = _spec(0, lo=0)
+    deterministic: bool = True
+    log_test_each_epoch: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    misclassified: int = _spec(36, lo=0, hi=400)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    diminishing_returns_tolerance: float = _spec(0.005, lo=0, hi=1)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml."""
+
+    profile: Literal["full", "quick"] = "full"
+    architectures: list[str] = field(default_factory=list)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recipes: dict[str, RecipeConfig] = field(default_factory=dict)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow.experiment_for(self.profile)
+
+    def recipe(self, arch: str) -> RecipeConfig:
+        if arch not in self.recipes:
+            known = ", ".join(sorted(self.recipes)) or "(none)"
+            raise ConfigError(f"recipes.{arch}: no recipe for architecture '{arch}'; "
+                              f"params.yaml has recipes for: {known}. Add a 'recipes.{arch}' section.")
+        return self.recipes[arch]
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "null", Any: "any value"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: got {value!r}, allowed values: {', '.join(map(str, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}, expected a mapping")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}, expected a mapping")
+        return build(tp, value, key)
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: got {value!r}, expected null")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: got {value!r}, expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: got {value!r}, expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: got {value!r}, expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: got {value!r}, expected a string")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _check_range(value: Any, meta: typing.Mapping, key: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    lo, hi = meta.get("lo"), meta.get("hi")
+    too_low = lo is not None and (value <= lo if meta.get("lo_open") else value < lo)
+    too_high = hi is not None and (value >= hi if meta.get("hi_open") else value > hi)
+    if too_low or too_high:
+        left = "(" if meta.get("lo_open") else "["
+        right = ")" if meta.get("hi_open") else "]"
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        raise ConfigError(f"{key}: got {value!r}, allowed range {left}{lo_s}, {hi_s}{right}")
+
+
+def build(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`, naming the offending key in every error."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = prefix or "params.yaml"
+        raise ConfigError(f"{_join(prefix, unknown[0])}: unknown key in {where}; "
+                          f"allowed keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = _join(prefix, name)
+        converted = _convert(value, hints[name], key)
+        _check_range(converted, fields[name].metadata, key)
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def parse_params(data: dict) -> Params:
+    if not isinstance(data, dict):
+        raise ConfigError("params.yaml: expected a mapping of sections at the top level")
+    params = build(Params, data)
+    _check_cross_fields(params)
+    return params
+
+
+def _check_cross_fields(params: Params) -> None:
+    for arch in params.architectures:
+        params.recipe(arch)
+    for arch, recipe in params.recipes.items():
+        key = f"recipes.{arch}"
+        if recipe.optimizer.nesterov and (recipe.optimizer.name != "sgd" or recipe.optimizer.momentum <= 0):
+            raise ConfigError(f"{key}.optimizer.nesterov: Nesterov momentum needs name: sgd and momentum > 0")
+        if recipe.scheduler.name == "plateau" and recipe.early_stopping.monitor not in ("val_acc", "val_loss"):
+            raise ConfigError(f"{key}.scheduler: plateau follows early_stopping.monitor, use val_acc or val_loss")
+    classes = params.preprocess.classes
+    if classes is not None:
+        if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
+            raise ConfigError(f"preprocess.classes: got {classes!r}, expected null (all 10 classes) "
+                              "or at least two distinct class indices between 0 and 9")
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to a params mapping, like `dvc exp run -S`."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. recipes.cnn4.full.epochs=5")
+        dotted, raw = item.split("=", 1)
+        node = data
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; run from the project root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if overrides:
+        data = apply_overrides(data, overrides)
+    try:
+        return parse_params(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config object to dotted keys, for logging as MLflow params."""
+    if dataclasses.is_dataclass(obj):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict) and obj:
+        for k, v in obj.items():
+            out.update(to_flat_dict(v, _join(prefix, str(k))))
+    else:
+        out[prefix] = obj
+    return out

@@ -1,0 +1,1 @@
+"""Data: fetch + verify, IDX parsing, preprocessing and splits, device tensors and augmentation."""

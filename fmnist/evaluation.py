@@ -1,0 +1,42 @@
+"""Test-set metrics: loss, accuracy, per-class precision/recall/F1, confusion matrix, misclassified."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+@dataclass
+class TestReport:
+    loss: float
+    accuracy: float
+    per_class: list[dict]  # class, precision, recall, f1, support
+    macro_f1: float
+    confusion: np.ndarray  # [true, predicted]
+    predictions: np.ndarray
+    probabilities: np.ndarray
+
+    def misclassified(self, labels: np.ndarray, limit: int) -> np.ndarray:
+        """Indices of wrong predictions, the most confident mistakes first."""
+        wrong = np.flatnonzero(self.predictions != labels)
+        confidence = self.probabilities[wrong, self.predictions[wrong]]
+        return wrong[np.argsort(-confidence, kind="stable")][:limit]
+
+
+def test_report(logits: torch.Tensor, labels: np.ndarray, class_names: list[str]) -> TestReport:
+    logits = logits.float()
+    target = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    loss = torch.nn.functional.cross_entropy(logits, target).item()
+    probabilities = torch.softmax(logits, 1).numpy()
+    predictions = probabilities.argmax(1)
+    classes = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=classes, zero_division=0)
+    per_class = [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
+    return TestReport(loss=loss, accuracy=float((predictions == labels).mean()), per_class=per_class,
+                      macro_f1=float(np.mean(f1)), confusion=confusion_matrix(labels, predictions, labels=classes),
+                      predictions=predictions, probabilities=probabilities)

@@ -1,0 +1,1 @@
+"""Reporting: tables as pure functions of run histories (no torch), figures, Markdown."""

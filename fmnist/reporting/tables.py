@@ -1,0 +1,86 @@
+"""Tables as pure functions of run summaries and per-epoch histories (no torch, no files).
+
+The same functions serve the report stage (from DVC outputs) and anything that rebuilds the
+tables from MLflow alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmnist.stopping import early_stopping_point, mode_for
+
+DIMINISHING_RULE = ("diminishing-returns point: the first epoch whose validation accuracy is within "
+                    "{tol:.2%} (absolute) of the best validation accuracy of the run; later epochs "
+                    "added less than that")
+EARLY_STOP_RULE = ("early-stopping point: the epoch at which {monitor} had not improved by more than "
+                   "{min_delta:g} for {patience} consecutive epochs")
+
+
+def diminishing_returns_epoch(val_acc: list[float], tolerance: float) -> int | None:
+    if not val_acc:
+        return None
+    target = max(val_acc) - tolerance
+    return next(epoch for epoch, acc in enumerate(val_acc, start=1) if acc >= target)
+
+
+@dataclass(frozen=True)
+class StopRule:
+    monitor: str
+    patience: int
+    min_delta: float
+
+    def describe(self) -> str:
+        return EARLY_STOP_RULE.format(monitor=self.monitor, patience=self.patience, min_delta=self.min_delta)
+
+
+@dataclass
+class EpochTimeTable:
+    arch: str
+    rows: list[dict]  # epoch, train_acc, val_acc, test_acc, cumulative_seconds, marks
+    best_epoch: int | None
+    diminishing_epoch: int | None
+    early_stop_epoch: int | None
+    diminishing_rule: str
+    early_stop_rule: str
+
+
+def epoch_time_table(arch: str, history: list[dict], tolerance: float, rule: StopRule) -> EpochTimeTable:
+    values = [row[rule.monitor] for row in history]
+    best_epoch, stop_epoch = early_stopping_point(values, rule.patience, rule.min_delta, mode_for(rule.monitor))
+    dr_epoch = diminishing_returns_epoch([row["val_acc"] for row in history], tolerance)
+    rows = []
+    for row in history:
+        epoch = int(row["epoch"])
+        marks = [label for label, at in (("best", best_epoch), ("diminishing returns", dr_epoch),
+                                         ("early stop", stop_epoch)) if at == epoch]
+        rows.append({"epoch": epoch, "train_acc": row["train_acc"], "val_acc": row["val_acc"],
+                     "test_acc": row.get("test_acc"), "cumulative_seconds": row["cumulative_seconds"],
+                     "marks": ", ".join(marks)})
+    return EpochTimeTable(arch, rows, best_epoch, dr_epoch, stop_epoch,
+                          DIMINISHING_RULE.format(tol=tolerance), rule.describe())
+
+
+LEADERBOARD_COLUMNS = ["arch", "num_params", "epochs_run", "best_epoch", "best_val_acc", "test_acc",
+                       "train_seconds", "run_id"]
+
+
+def leaderboard(entries: list[dict]) -> list[dict]:
+    """Rows sorted by test accuracy, best first; each entry carries LEADERBOARD_COLUMNS."""
+    rows = [{col: entry.get(col) for col in LEADERBOARD_COLUMNS} for entry in entries]
+    return sorted(rows, key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), r["arch"]))
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | None = None) -> str:
+    headers = headers or columns
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

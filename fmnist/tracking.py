@@ -1,0 +1,151 @@
+"""MLflow: runs with tags, per-epoch metrics, models and artifacts; runs always end with a status.
+
+The embedded default is a SQLite store (`mlflow.db`) with artifacts in `mlartifacts/`, both at the
+project root; an MLFLOW_TRACKING_URI in the environment wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.entities import RunStatus
+
+STAGE_TAG = "fmnist.stage"
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised so the run is closed as KILLED like on Ctrl-C."""
+
+
+def configure(root: str | Path = ".") -> str:
+    """Point MLflow at the environment's tracking URI, or the embedded SQLite store under `root`."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, root: str | Path = ".") -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        artifact_location = (Path(root).resolve() / "mlartifacts").as_uri()
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+def git_commit(root: str | Path = ".") -> str:
+    """HEAD's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment_tags(device: str | None = None) -> dict[str, str]:
+    import torch
+
+    tags = {
+        "torch_version": torch.__version__,
+        "cuda_version": str(torch.version.cuda),
+        "python_version": platform.python_version(),
+        "mlflow_version": mlflow.__version__,
+        "platform": platform.platform(),
+    }
+    if device is not None:
+        tags["device"] = device
+        if device.startswith("cuda"):
+            tags["device_name"] = torch.cuda.get_device_name(0)
+    return tags
+
+
+def base_tags(stage: str, data_hashes: dict[str, str] | None = None, root: str | Path = ".") -> dict[str, str]:
+    commit = git_commit(root)
+    tags = {STAGE_TAG: stage, "git_commit": commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")}
+    for name, digest in (data_hashes or {}).items():
+        tags[f"data_sha256.{name}"] = digest
+    return tags
+
+
+def _parent_run_id() -> str | None:
+    # `mlflow run` exports MLFLOW_RUN_ID for its own run: our stage runs nest under it.
+    return os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+@contextlib.contextmanager
+def tracked_run(experiment: str | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
+                run_id: str | None = None, root: str | Path = ".") -> Iterator[mlflow.ActiveRun]:
+    """Start (or resume, with `run_id`) a run that ends FINISHED, FAILED on error, KILLED on Ctrl-C/SIGTERM."""
+    configure(root)
+    parent = _parent_run_id()
+    if run_id is None:
+        experiment_id = ensure_experiment(experiment, root)
+        all_tags = dict(tags or {})
+        if parent:
+            all_tags["mlflow.parentRunId"] = parent
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags)
+    else:
+        run = mlflow.start_run(run_id=run_id)
+        if tags:
+            mlflow.set_tags(tags)
+    previous = _install_sigterm()
+    try:
+        yield run
+    except (KeyboardInterrupt, Terminated):
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm() -> Any:
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated(f"received signal {signum}")
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def log_params(flat: dict[str, Any]) -> None:
+    mlflow.log_params({k: ("null" if v is None else v) for k, v in flat.items()})
+
+
+def log_epoch(record: dict) -> None:
+    """Log one epoch's metrics with step=epoch, so the MLflow compare view overlays runs."""
+    epoch = int(record["epoch"])
+    mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=epoch)
+
+
+def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
+    """Log a torch classifier with signature, input example and this package's code, so
+    `mlflow.pytorch.load_model` returns a working model anywhere torch is installed."""
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        output = model(torch.from_numpy(input_example)).numpy()
+    signature = infer_signature(input_example, output.astype(np.float32))
+    package_dir = Path(__file__).resolve().parent
+    return mlflow.pytorch.log_model(
+        model, name=name, signature=signature, input_example=input_example,
+        code_paths=[str(package_dir)],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"mlflow=={mlflow.__version__}"],
+    )
+

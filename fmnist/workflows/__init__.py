@@ -1,0 +1,1 @@
+"""What each pipeline stage does, over the library: stages/ only parse arguments and call these."""

@@ -1,0 +1,96 @@
+"""Evaluate one trained architecture on the untouched test set, logged to its training run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmnist import tracking
+from fmnist.checkpoint import classifier_from_checkpoint, load_checkpoint
+from fmnist.config import Params
+from fmnist.data.prepare import load_arrays
+from fmnist.evaluation import TestReport, test_report
+from fmnist.io import atomic_write_text, read_json, write_json
+from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    model_dir: Path  # model.pt, run.json from train
+    test_file: Path
+    metrics_file: Path  # dvc metrics
+    confusion_csv: Path  # dvc plots (actual, predicted per test image)
+    figures_dir: Path  # confusion.png, misclassified.png, per_class.csv
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x_uint8: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
+    out = []
+    for start in range(0, len(x_uint8), batch_size):
+        batch = torch.from_numpy(x_uint8[start:start + batch_size]).float().div(255.0).unsqueeze(1)
+        out.append(model(batch))
+    return torch.cat(out)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()
+
+
+def _confusion_rows(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows((names[a], names[p]) for a, p in zip(labels, predictions))
+    return buf.getvalue()
+
+
+def _per_class_csv(report: TestReport) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["class", "precision", "recall", "f1", "support"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report.per_class)
+    return buf.getvalue()
+
+
+def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> dict:
+    run_info = read_json(paths.model_dir / "run.json")
+    ckpt = load_checkpoint(paths.model_dir / "model.pt")
+    test = load_arrays(paths.test_file)
+    names = ckpt["class_names"]
+    model = classifier_from_checkpoint(ckpt)
+    report = test_report(predict_logits(model, test.x), test.y, names)
+
+    metrics = {"test_loss": report.loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1,
+               "per_class": {row["class"]: {k: row[k] for k in ("precision", "recall", "f1")}
+                             for row in report.per_class}}
+    confusion_png = paths.figures_dir / "confusion.png"
+    misclassified_png = paths.figures_dir / "misclassified.png"
+    save_figure(confusion_figure(report.confusion, names, f"{arch}: test confusion matrix "
+                                 f"(accuracy {report.accuracy:.4f})"), confusion_png)
+    wrong = report.misclassified(test.y, params.evaluate.misclassified)
+    save_figure(misclassified_figure(test.x[wrong], [names[i] for i in test.y[wrong]],
+                                     [names[i] for i in report.predictions[wrong]],
+                                     report.probabilities[wrong, report.predictions[wrong]],
+                                     f"{arch}: most confident test mistakes"), misclassified_png)
+    per_class = _per_class_csv(report)
+    atomic_write_text(paths.figures_dir / "per_class.csv", per_class)
+    atomic_write_text(paths.confusion_csv, _confusion_rows(test.y, report.predictions, names))
+
+    with tracking.tracked_run(run_id=run_info["run_id"], tags={"evaluated": "true"}, root=root):
+        import mlflow
+
+        mlflow.log_metrics({"final_test_loss": report.loss, "final_test_acc": report.accuracy,
+                            "final_test_macro_f1": report.macro_f1,
+                            **{f"final_test_f1.{_slug(r['class'])}": r["f1"] for r in report.per_class}})
+        mlflow.log_artifact(str(confusion_png), "evaluation")
+        mlflow.log_artifact(str(misclassified_png), "evaluation")
+        mlflow.log_text(per_class, "evaluation/per_class.csv")
+        mlflow.log_text(",".join(map(str, report.confusion.flatten())), "evaluation/confusion_matrix.txt")
+    write_json(paths.metrics_file, metrics)
+    return metrics
