@@ -285,10 +285,21 @@ def parse_params(data: dict) -> Params:
 
 
 def _check_cross_fields(params: Params) -> None:
-    for arch in params.architectures:
+    from fmnist.models import check_model_options, list_models  # the registry is the list of allowed architectures
+
+    known = list_models()
+    for i, arch in enumerate(params.architectures):
+        if arch not in known:
+            raise ConfigError(f"architectures[{i}]: unknown architecture '{arch}'; known architectures: "
+                              f"{', '.join(known)}")
         params.recipe(arch)
     for arch, recipe in params.recipes.items():
         key = f"recipes.{arch}"
+        if arch not in known:
+            raise ConfigError(f"{key}: unknown architecture '{arch}'; known architectures: {', '.join(known)}")
+        problem = check_model_options(arch, recipe.model)
+        if problem:
+            raise ConfigError(f"{key}.model: {problem}")
         if recipe.optimizer.nesterov and (recipe.optimizer.name != "sgd" or recipe.optimizer.momentum <= 0):
             raise ConfigError(f"{key}.optimizer.nesterov: Nesterov momentum needs name: sgd and momentum > 0")
         if recipe.scheduler.name == "plateau" and recipe.early_stopping.monitor not in ("val_acc", "val_loss"):

@@ -26,7 +26,7 @@ class TestReport:
         return wrong[np.argsort(-confidence, kind="stable")][:limit]
 
 
-def test_report(logits: torch.Tensor, labels: np.ndarray, class_names: list[str]) -> TestReport:
+def score_predictions(logits: torch.Tensor, labels: np.ndarray, class_names: list[str]) -> TestReport:
     logits = logits.float()
     target = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     loss = torch.nn.functional.cross_entropy(logits, target).item()

@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EarlyStopping:
-    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
+
+    The best epoch is the best value seen at all (what the checkpoint keeps); patience counts
+    from the last improvement larger than `min_delta` (what counts as progress).
+    """
 
     patience: int
     min_delta: float = 0.0
@@ -18,24 +22,26 @@ class EarlyStopping:
     best: float | None = None
     best_epoch: int | None = None
     stop_epoch: int | None = None
+    _reference: float | None = field(default=None, repr=False)
     _waited: int = field(default=0, repr=False)
 
-    def improved(self, value: float) -> bool:
-        if self.best is None:
+    def _better(self, value: float, than: float | None, margin: float) -> bool:
+        if than is None:
             return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        return value > than + margin if self.mode == "max" else value < than - margin
 
     def update(self, epoch: int, value: float) -> bool:
         """Record `value` for `epoch`; return True if it is a new best. Sets `stop_epoch` once."""
-        if self.improved(value):
-            self.best, self.best_epoch, self._waited = value, epoch, 0
-            return True
-        self._waited += 1
-        if self._waited >= self.patience and self.stop_epoch is None:
-            self.stop_epoch = epoch
-        return False
+        is_best = self._better(value, self.best, 0.0)
+        if is_best:
+            self.best, self.best_epoch = value, epoch
+        if self._better(value, self._reference, self.min_delta):
+            self._reference, self._waited = value, 0
+        else:
+            self._waited += 1
+            if self._waited >= self.patience and self.stop_epoch is None:
+                self.stop_epoch = epoch
+        return is_best
 
     @property
     def should_stop(self) -> bool:

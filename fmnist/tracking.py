@@ -31,14 +31,18 @@ def configure(root: str | Path = ".") -> str:
     return uri
 
 
-def ensure_experiment(name: str, root: str | Path = ".") -> str:
+def _artifact_location(uri: str) -> str | None:
+    """Embedded SQLite store: artifacts in `mlartifacts/` beside the database. A server decides itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    artifact_location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        artifact_location = (Path(root).resolve() / "mlartifacts").as_uri()
-    return mlflow.create_experiment(name, artifact_location=artifact_location)
+    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
 
 
 def git_commit(root: str | Path = ".") -> str:
@@ -90,7 +94,7 @@ def tracked_run(experiment: str | None = None, run_name: str | None = None, tags
     configure(root)
     parent = _parent_run_id()
     if run_id is None:
-        experiment_id = ensure_experiment(experiment, root)
+        experiment_id = ensure_experiment(experiment)
         all_tags = dict(tags or {})
         if parent:
             all_tags["mlflow.parentRunId"] = parent
@@ -131,8 +135,9 @@ def log_epoch(record: dict) -> None:
 
 
 def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
-    """Log a torch classifier with signature, input example and this package's code, so
-    `mlflow.pytorch.load_model` returns a working model anywhere torch is installed."""
+    """Log a torch classifier with signature and input example. Saved as a torch.export program
+    (pt2), so `mlflow.pytorch.load_model` returns a working model wherever torch is installed,
+    without this package."""
     import mlflow.pytorch
     import numpy as np
     import torch
@@ -141,10 +146,8 @@ def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
     with torch.no_grad():
         output = model(torch.from_numpy(input_example)).numpy()
     signature = infer_signature(input_example, output.astype(np.float32))
-    package_dir = Path(__file__).resolve().parent
     return mlflow.pytorch.log_model(
-        model, name=name, signature=signature, input_example=input_example,
-        code_paths=[str(package_dir)],
+        model, name=name, signature=signature, input_example=input_example, serialization_format="pt2",
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
                           f"mlflow=={mlflow.__version__}"],
     )

@@ -40,11 +40,15 @@ def normalisation_stats(x: np.ndarray) -> dict[str, float]:
     return {"mean": float(scaled.mean()), "std": float(scaled.std())}
 
 
-def preprocess(raw_dir: str | Path, out_dir: str | Path, classes: list[int] | None) -> dict:
+OFFICIAL_COUNTS = {"train": 60000, "t10k": 10000}
+
+
+def preprocess(raw_dir: str | Path, out_dir: str | Path, classes: list[int] | None,
+               expected_counts: dict[str, int | None] = OFFICIAL_COUNTS) -> dict:
     """Parse and validate the raw IDX files, write train/test npz and stats.json."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    train = _read(raw_dir, "train", 60000)
-    test = _read(raw_dir, "t10k", 10000)
+    train = _read(raw_dir, "train", expected_counts["train"])
+    test = _read(raw_dir, "t10k", expected_counts["t10k"])
     train, test = select_classes(train, classes), select_classes(test, classes)
     names = [CLASS_NAMES[c] for c in (classes or range(10))]
     stats = {**normalisation_stats(train.x), "classes": names, "original_class_ids": list(classes or range(10)),
@@ -55,7 +59,7 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, classes: list[int] | No
     return stats
 
 
-def _read(raw_dir: Path, prefix: str, count: int) -> Arrays:
+def _read(raw_dir: Path, prefix: str, count: int | None) -> Arrays:
     x, y = read_pair(raw_file(raw_dir, f"{prefix}-images-idx3-ubyte"),
                      raw_file(raw_dir, f"{prefix}-labels-idx1-ubyte"), expected_count=count)
     return Arrays(x, y.astype(np.int64))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -25,6 +26,18 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def check_model_options(name: str, options: dict[str, Any]) -> str | None:
+    """A message naming the problem if `options` are not keyword arguments of model `name`."""
+    signature = inspect.signature(_REGISTRY[name])
+    allowed = [p for p in signature.parameters if p != "num_classes"]
+    unknown = sorted(set(options) - set(allowed))
+    if "num_classes" in options:
+        return "num_classes comes from the data (preprocess.classes), do not set it here"
+    if unknown:
+        return f"unknown option '{unknown[0]}' for '{name}'; allowed options: {', '.join(allowed) or '(none)'}"
+    return None
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 from fmnist.stopping import early_stopping_point, mode_for
 
-DIMINISHING_RULE = ("diminishing-returns point: the first epoch whose validation accuracy is within "
-                    "{tol:.2%} (absolute) of the best validation accuracy of the run; later epochs "
-                    "added less than that")
-EARLY_STOP_RULE = ("early-stopping point: the epoch at which {monitor} had not improved by more than "
-                   "{min_delta:g} for {patience} consecutive epochs")
+DIMINISHING_RULE = ("the first epoch whose validation accuracy is within {points:g} percentage points "
+                    "of the best validation accuracy of the run (later epochs added less than that)")
+EARLY_STOP_RULE = ("the epoch at which {monitor} had gone {patience} consecutive epochs without improving "
+                   "by more than {min_delta:g}")
 
 
 def diminishing_returns_epoch(val_acc: list[float], tolerance: float) -> int | None:
@@ -58,7 +57,7 @@ def epoch_time_table(arch: str, history: list[dict], tolerance: float, rule: Sto
                      "test_acc": row.get("test_acc"), "cumulative_seconds": row["cumulative_seconds"],
                      "marks": ", ".join(marks)})
     return EpochTimeTable(arch, rows, best_epoch, dr_epoch, stop_epoch,
-                          DIMINISHING_RULE.format(tol=tolerance), rule.describe())
+                          DIMINISHING_RULE.format(points=round(tolerance * 100, 4)), rule.describe())
 
 
 LEADERBOARD_COLUMNS = ["arch", "num_params", "epochs_run", "best_epoch", "best_val_acc", "test_acc",

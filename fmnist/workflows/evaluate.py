@@ -15,7 +15,7 @@ from fmnist import tracking
 from fmnist.checkpoint import classifier_from_checkpoint, load_checkpoint
 from fmnist.config import Params
 from fmnist.data.prepare import load_arrays
-from fmnist.evaluation import TestReport, test_report
+from fmnist.evaluation import TestReport, score_predictions
 from fmnist.io import atomic_write_text, read_json, write_json
 from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 
@@ -58,13 +58,21 @@ def _per_class_csv(report: TestReport) -> str:
     return buf.getvalue()
 
 
+def _matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *names])
+    writer.writerows([name, *map(int, row)] for name, row in zip(names, matrix))
+    return buf.getvalue()
+
+
 def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> dict:
     run_info = read_json(paths.model_dir / "run.json")
     ckpt = load_checkpoint(paths.model_dir / "model.pt")
     test = load_arrays(paths.test_file)
     names = ckpt["class_names"]
     model = classifier_from_checkpoint(ckpt)
-    report = test_report(predict_logits(model, test.x), test.y, names)
+    report = score_predictions(predict_logits(model, test.x), test.y, names)
 
     metrics = {"test_loss": report.loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1,
                "per_class": {row["class"]: {k: row[k] for k in ("precision", "recall", "f1")}
@@ -91,6 +99,6 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
         mlflow.log_artifact(str(confusion_png), "evaluation")
         mlflow.log_artifact(str(misclassified_png), "evaluation")
         mlflow.log_text(per_class, "evaluation/per_class.csv")
-        mlflow.log_text(",".join(map(str, report.confusion.flatten())), "evaluation/confusion_matrix.txt")
+        mlflow.log_text(_matrix_csv(report.confusion, names), "evaluation/confusion_matrix.csv")
     write_json(paths.metrics_file, metrics)
     return metrics

@@ -78,16 +78,20 @@ def render_markdown(board: list[dict], tables: list[EpochTimeTable], experiment:
         rows = [{**r, "cumulative_seconds": f"{r['cumulative_seconds']:.1f}"} for r in table.rows]
         parts += [
             f"### {table.arch}", "",
-            f"- best epoch (validation): {table.best_epoch}",
-            f"- diminishing returns at epoch {table.diminishing_epoch}: {table.diminishing_rule}",
-            f"- early stopping at epoch {table.early_stop_epoch or 'never (did not trigger)'}: "
-            f"{table.early_stop_rule}", "",
+            f"- **best epoch** (highest validation accuracy, the checkpoint evaluated): {table.best_epoch}",
+            f"- **diminishing returns**: epoch {table.diminishing_epoch}. Rule: {table.diminishing_rule}.",
+            f"- **early stopping**: {_epoch_or_never(table.early_stop_epoch)}. Rule: {table.early_stop_rule}.",
+            "",
             markdown_table(rows, ["epoch", "train_acc", "val_acc", "test_acc", "cumulative_seconds", "marks"],
                            ["epoch", "train acc", "val acc", "test acc", "cumulative time (s)", "marks"]), "",
             f"![{table.arch} confusion matrix]({eval_figures_rel}/{table.arch}/confusion.png)", "",
             f"![{table.arch} misclassified]({eval_figures_rel}/{table.arch}/misclassified.png)", "",
         ]
     return "\n".join(parts)
+
+
+def _epoch_or_never(epoch: int | None) -> str:
+    return f"epoch {epoch}" if epoch is not None else "did not trigger within the epochs run"
 
 
 def write_report(params_experiment: str, profile: str, architectures: list[str], tolerance: float,

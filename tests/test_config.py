@@ -1,0 +1,63 @@
+import pytest
+import yaml
+
+from conftest import ROOT
+from fmnist.config import ConfigError, apply_overrides, load_params, parse_params
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_load_and_every_architecture_has_a_recipe():
+    params = load_params(ROOT / "params.yaml")
+    assert params.architectures
+    for arch in params.architectures:
+        assert params.recipe(arch).full.epochs >= 1
+    assert params.mlflow.experiment != params.mlflow.quick_experiment
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["recipes"]["cnn4"]["full"].update(epochs=0), "recipes.cnn4.full.epochs: got 0, allowed range [1"),
+    (lambda d: d["split"].update(val_fraction=1.0), "split.val_fraction: got 1.0, allowed range (0, 1)"),
+    (lambda d: d["split"].update(val_fraction=0), "split.val_fraction: got 0.0, allowed range (0, 1)"),
+    (lambda d: d["train"].update(devise="cpu"), "train.devise: unknown key in train; allowed keys: seed, device"),
+    (lambda d: d.update(epochs=3), "epochs: unknown key in params.yaml; allowed keys: profile"),
+    (lambda d: d.update(architectures=["mlp", "vgg99"]), "architectures[1]: unknown architecture 'vgg99'; "
+                                                          "known architectures: cnn4, mlp"),
+    (lambda d: d["recipes"]["mlp"].update(batch_size="big"), "recipes.mlp.batch_size: got 'big', expected an integer"),
+    (lambda d: d["recipes"]["mlp"]["optimizer"].update(name="rmsprop"),
+     "recipes.mlp.optimizer.name: got 'rmsprop', allowed values: adam, adamw, sgd"),
+    (lambda d: d["recipes"]["mlp"]["model"].update(hiden=[3]), "recipes.mlp.model: unknown option 'hiden'"),
+    (lambda d: d["train"].update(device="tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
+    (lambda d: d.update(profile="fast"), "profile: got 'fast', allowed values: full, quick"),
+    (lambda d: d["recipes"].pop("cnn4"), "recipes.cnn4: no recipe for architecture 'cnn4'"),
+    (lambda d: d["recipes"]["cnn4"]["optimizer"].update(nesterov=True), "Nesterov momentum needs name: sgd"),
+    (lambda d: d["preprocess"].update(classes=[0, 11]), "preprocess.classes: got [0, 11]"),
+    (lambda d: d["train"].update(deterministic="yes"), "train.deterministic: got 'yes', expected true or false"),
+])
+def test_bad_params_name_the_key_and_the_allowed_values(edit, message):
+    data = repo_params()
+    edit(data)
+    with pytest.raises(ConfigError) as err:
+        parse_params(data)
+    assert message in str(err.value)
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+    data = apply_overrides(repo_params(), ["recipes.mlp.full.epochs=2", "profile=quick"])
+    params = parse_params(data)
+    assert params.recipe("mlp").full.epochs == 2 and params.experiment == "fmnist-quick"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(repo_params()))
+    with pytest.raises(ConfigError, match="recipes.mlp.full.epochs: got -1"):
+        load_params(path, ["recipes.mlp.full.epochs=-1"])
+
+
+def test_missing_or_broken_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    broken = tmp_path / "params.yaml"
+    broken.write_text("profile: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(broken)

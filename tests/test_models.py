@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from fmnist.models import UnknownModelError, create_model, init_weights, list_models
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn4", "qstp_cnn5"])
+@pytest.mark.parametrize("num_classes", [10, 5])
+def test_output_shape(arch, num_classes):
+    model = create_model(arch, num_classes=num_classes).eval()
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, num_classes)
+
+
+def test_parameter_counts_match_the_reference_layouts():
+    # 784-256-128-10 dense layers with biases
+    assert n_params(create_model("mlp")) == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    conv = lambda cin, cout: cin * cout * 9 + cout + 2 * cout  # conv weights+bias, BN affine
+    dense = lambda nin, nout: nin * nout + nout
+    cnn4 = (conv(1, 32) + conv(32, 32) + conv(32, 64) + conv(64, 128) + dense(128 * 49, 512) + 2 * 512
+            + dense(512, 128) + 2 * 128 + dense(128, 10))
+    assert n_params(create_model("cnn4")) == cnn4
+    qstp = (conv(1, 32) + conv(32, 64) + conv(64, 128) + conv(128, 256) + conv(256, 512)
+            + dense(512 * 49, 100) + 2 * 100 + dense(100, 10))
+    assert n_params(create_model("qstp_cnn5")) == qstp
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(UnknownModelError) as err:
+        create_model("vgg99")
+    assert "unknown architecture 'vgg99'" in str(err.value)
+    for name in list_models():
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("scheme", ["he", "xavier"])
+def test_init_schemes_reset_weights(scheme):
+    torch.manual_seed(0)
+    model = create_model("mlp")
+    before = model[1].weight.clone()
+    init_weights(model, scheme)
+    assert not torch.equal(before, model[1].weight)
+    assert torch.count_nonzero(model[1].bias) == 0
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn4", "qstp_cnn5"])
+def test_can_overfit_a_tiny_batch(arch):
+    torch.manual_seed(0)
+    model = create_model(arch)
+    x = torch.randn(16, 1, 28, 28)
+    y = torch.arange(16) % 10
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert (model(x).argmax(1) == y).float().mean() == 1.0

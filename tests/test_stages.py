@@ -1,0 +1,53 @@
+"""Stage scripts fail at start-up with one clear line for bad input, before doing any work."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from conftest import ROOT
+
+
+def run_stage(script, *args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bad_param_override_fails_before_any_work(tmp_path):
+    result = run_stage("train.py", "--arch", "mlp", "--set", "recipes.mlp.full.epochs=0",
+                       "--model-dir", str(tmp_path / "m"))
+    assert result.returncode == 2
+    assert "recipes.mlp.full.epochs: got 0, allowed range [1, inf]" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_unknown_architecture_lists_known_ones(tmp_path):
+    result = run_stage("train.py", "--arch", "vgg99", "--model-dir", str(tmp_path / "m"))
+    assert result.returncode == 2 and "no recipe for architecture 'vgg99'" in result.stderr
+
+
+def test_corrupt_raw_file_is_named(tmp_path):
+    raw = tmp_path / "raw" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 6)
+    result = run_stage("preprocess.py", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "train-images-idx3-ubyte: truncated" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_download_from_a_wrong_local_file_names_it(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["download"] = {"mirrors": [], "local_dirs": [str(tmp_path / "src")], "timeout_s": 1, "retries": 0}
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train-images-idx3-ubyte").write_bytes(b"wrong")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_stage("download.py", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "raw"))
+    assert result.returncode == 2
+    assert "train-images-idx3-ubyte: content hash mismatch" in result.stderr
+    assert not (tmp_path / "raw").exists()

@@ -1,0 +1,82 @@
+import os
+import signal
+
+import mlflow
+import pytest
+
+from fmnist import tracking
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    tracking.configure(tmp_path)
+    return tmp_path
+
+
+def status_of(run_id):
+    return mlflow.get_run(run_id).info.status
+
+
+def test_embedded_default_is_sqlite_with_artifacts_beside_it(store):
+    with tracking.tracked_run("exp", run_name="mlp", root=store) as run:
+        mlflow.log_text("hi", "a.txt")
+    assert (store / "mlflow.db").is_file()
+    assert (store / "mlartifacts").is_dir()
+    assert status_of(run.info.run_id) == "FINISHED"
+    assert mlflow.get_run(run.info.run_id).info.run_name == "mlp"
+
+
+def test_environment_uri_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    assert tracking.configure(tmp_path / "elsewhere") == f"sqlite:///{tmp_path / 'other.db'}"
+
+
+def test_crash_ends_failed(store):
+    with pytest.raises(RuntimeError):
+        with tracking.tracked_run("exp", root=store) as run:
+            raise RuntimeError("boom")
+    assert status_of(run.info.run_id) == "FAILED"
+
+
+def test_ctrl_c_and_sigterm_end_killed(store):
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.tracked_run("exp", root=store) as run:
+            raise KeyboardInterrupt
+    assert status_of(run.info.run_id) == "KILLED"
+    with pytest.raises(tracking.Terminated):
+        with tracking.tracked_run("exp", root=store) as run:
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert status_of(run.info.run_id) == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_resume_and_epoch_metrics_use_epoch_as_step(store):
+    with tracking.tracked_run("exp", tags={"a": "1"}, root=store) as run:
+        tracking.log_epoch({"epoch": 1, "val_acc": 0.5})
+        tracking.log_epoch({"epoch": 2, "val_acc": 0.6})
+    with tracking.tracked_run(run_id=run.info.run_id, tags={"b": "2"}, root=store):
+        mlflow.log_metric("final_test_acc", 0.7)
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6)]
+    data = mlflow.get_run(run.info.run_id).data
+    assert data.tags["a"] == "1" and data.tags["b"] == "2" and data.metrics["final_test_acc"] == 0.7
+
+
+def test_runs_nest_under_mlflow_run_project_run(store, monkeypatch):
+    with tracking.tracked_run("exp", root=store) as parent:
+        pass
+    monkeypatch.setenv("MLFLOW_RUN_ID", parent.info.run_id)
+    with tracking.tracked_run("exp", root=store) as child:
+        pass
+    assert mlflow.get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+def test_base_tags_record_commit_stage_and_data_hashes(tmp_path):
+    tags = tracking.base_tags("train@mlp", {"train": "abc"}, root=tmp_path)
+    assert tags["fmnist.stage"] == "train@mlp" and tags["data_sha256.train"] == "abc"
+    assert tags["git_commit"] == "unknown"  # tmp_path is not a git checkout
+    env = tracking.environment_tags("cpu")
+    assert env["device"] == "cpu" and env["torch_version"]

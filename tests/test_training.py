@@ -1,0 +1,79 @@
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import synthetic_images
+from fmnist.config import BudgetConfig, EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig
+from fmnist.data.prepare import Arrays
+from fmnist.data.tensors import DeviceDataset, Normalizer
+from fmnist.models import create_model
+from fmnist.training.loop import fit, seed_everything
+
+CPU = torch.device("cpu")
+TIMING = {"epoch_seconds", "cumulative_seconds"}
+
+
+def datasets(n_train=200, n_val=60):
+    x, y = synthetic_images(n_train + n_val, seed=1)
+    train = DeviceDataset.from_arrays(Arrays(x[:n_train], y[:n_train].astype("int64")), CPU)
+    val = DeviceDataset.from_arrays(Arrays(x[n_train:], y[n_train:].astype("int64")), CPU)
+    return train, val
+
+
+def run(recipe, epochs, seed=0, arch="mlp"):
+    seed_everything(seed, deterministic=True)
+    model = create_model(arch, **recipe.model)
+    train, val = datasets()
+    records = []
+    result = fit(model, recipe, epochs, train, val, Normalizer(0.2, 0.3), torch.Generator().manual_seed(seed),
+                 test=val, on_epoch=records.append)
+    return result, records
+
+
+RECIPE = RecipeConfig(model={"hidden": [32]}, batch_size=32, optimizer=OptimizerConfig(name="adam", lr=1e-3))
+
+
+def test_history_has_every_metric_per_epoch_and_learns():
+    result, records = run(RECIPE, 4)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and records == result.history
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", *TIMING):
+        assert key in records[0]
+    assert records[-1]["cumulative_seconds"] >= records[0]["epoch_seconds"] > 0
+    assert records[-1]["val_acc"] > 0.5
+
+
+def test_same_seed_same_metrics_different_seed_different():
+    strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING} for r in h]
+    cnn = dataclasses.replace(RECIPE, model={})
+    a, _ = run(cnn, 2, seed=1, arch="cnn4")
+    b, _ = run(cnn, 2, seed=1, arch="cnn4")
+    c, _ = run(cnn, 2, seed=2, arch="cnn4")
+    assert strip(a.history) == strip(b.history)
+    assert strip(a.history) != strip(c.history)
+
+
+def test_early_stopping_stops_or_runs_on_and_records_the_point():
+    # lr 0 => no progress, so patience 2 triggers at epoch 3
+    frozen = dataclasses.replace(RECIPE, optimizer=OptimizerConfig(name="sgd", lr=1e-12),
+                                 early_stopping=EarlyStoppingConfig(patience=2, min_delta=0.01, stop=True))
+    stopped, _ = run(frozen, 6)
+    assert stopped.stopped_early and stopped.epochs_run == 3 and stopped.early_stop_epoch == 3
+    run_on = dataclasses.replace(frozen, early_stopping=dataclasses.replace(frozen.early_stopping, stop=False))
+    full, _ = run(run_on, 6)
+    assert not full.stopped_early and full.epochs_run == 6 and full.early_stop_epoch == 3
+
+
+def test_best_state_is_the_best_validation_epoch():
+    result, _ = run(RECIPE, 3)
+    best = max(result.history, key=lambda r: r["val_acc"])
+    assert result.best_epoch == best["epoch"] and result.best_state is not None
+
+
+def test_plateau_schedule_reduces_lr_when_stuck():
+    recipe = dataclasses.replace(RECIPE, optimizer=OptimizerConfig(name="sgd", lr=1e-6),
+                                 scheduler=SchedulerConfig(name="plateau", factor=0.5, patience=0),
+                                 early_stopping=EarlyStoppingConfig(patience=10, stop=False))
+    result, _ = run(recipe, 4)
+    lr = 1e-6
+    assert [r["lr"] for r in result.history] == pytest.approx([lr, lr, lr * 0.5, lr * 0.25])
