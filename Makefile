@@ -35,11 +35,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 lock:
 	$(PIP) freeze --exclude-editable | grep -v '^fmnist' > requirements.lock
 
+# Both set `profile:` in params.yaml, so params, dvc.lock and the outputs always agree.
 quick: venv
-	$(VENV)/bin/dvc exp run -S profile=quick; rc=$$?; $(PY) -m fmnist.cli profile full; exit $$rc
+	$(PY) -m fmnist.cli pipeline quick
 
 run: venv
-	$(VENV)/bin/dvc repro
+	$(PY) -m fmnist.cli pipeline full
 
 test: venv
 	$(PY) -m pytest -q
