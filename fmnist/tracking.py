@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -31,10 +32,12 @@ def configure(root: str | Path = ".") -> str:
     return uri
 
 
-def _artifact_location(uri: str) -> str | None:
-    """Embedded SQLite store: artifacts in `mlartifacts/` beside the database. A server decides itself."""
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Embedded SQLite store: artifacts in `mlartifacts/<experiment>/` beside the database.
+    A tracking server decides for itself."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+        folder = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts" / folder).as_uri()
     return None
 
 
@@ -42,7 +45,7 @@ def ensure_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
+    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri(), name))
 
 
 def git_commit(root: str | Path = ".") -> str:

@@ -23,7 +23,7 @@ def test_embedded_default_is_sqlite_with_artifacts_beside_it(store):
     with tracking.tracked_run("exp", run_name="mlp", root=store) as run:
         mlflow.log_text("hi", "a.txt")
     assert (store / "mlflow.db").is_file()
-    assert (store / "mlartifacts").is_dir()
+    assert (store / "mlartifacts" / "exp").is_dir()
     assert status_of(run.info.run_id) == "FINISHED"
     assert mlflow.get_run(run.info.run_id).info.run_name == "mlp"
 
