@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import torch
 
@@ -90,8 +91,6 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     atomic_write_text(paths.confusion_csv, _confusion_rows(test.y, report.predictions, names))
 
     with tracking.tracked_run(run_id=run_info["run_id"], tags={"evaluated": "true"}, root=root):
-        import mlflow
-
         mlflow.log_metrics({"final_test_loss": report.loss, "final_test_acc": report.accuracy,
                             "final_test_macro_f1": report.macro_f1,
                             **{f"final_test_f1.{_slug(r['class'])}": r["f1"] for r in report.per_class}})

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
+
 from fmnist import tracking
 from fmnist.io import atomic_write_text, read_json, write_json
 from fmnist.reporting.figures import accuracy_vs_time_figure, learning_curves_figure, save_figure
@@ -113,8 +115,6 @@ def write_report(params_experiment: str, profile: str, architectures: list[str],
     tags = tracking.base_tags("report", root=root)
     tags.update({"profile": profile, "fmnist.training_runs": ",".join(run_ids[a] for a in architectures)})
     with tracking.tracked_run(params_experiment, run_name="report", tags=tags, root=root) as run:
-        import mlflow
-
         mlflow.log_params({"architectures": ",".join(architectures), "diminishing_returns_tolerance": tolerance,
                            **{f"run_id.{arch}": rid for arch, rid in run_ids.items()}})
         mlflow.log_text(markdown, "report/report.md")

@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import torch
 
@@ -78,7 +79,8 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
     net.to(device)
     normalize = Normalizer(stats["mean"], stats["std"])
     on_device = {name: DeviceDataset.from_arrays(a, device) for name, a in arrays.items()}
-    generator = torch.Generator(device="cpu").manual_seed(params.train.seed)
+    # On the training device: shuffling and augmentation draw their random numbers where the data is.
+    generator = torch.Generator(device=device).manual_seed(params.train.seed)
 
     tags = tracking.base_tags(f"train@{arch}", {k: file_sha256(p) for k, p in input_files.items()}, root)
     tags.update(tracking.environment_tags(str(device)))
@@ -91,8 +93,6 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
                      on_epoch=tracking.log_epoch)
         net.load_state_dict(result.best_state)
         summary = _summary(arch, result, count_parameters(net))
-        import mlflow
-
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
         save_checkpoint(paths.model_dir / "model.pt", arch=arch, model_kwargs=recipe.model,
                         num_classes=num_classes, state_dict=net.cpu().state_dict(), mean=stats["mean"],
