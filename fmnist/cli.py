@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from fmnist.config import PROFILES, ConfigError, load_params
 from fmnist.io import atomic_write_text
 
 PROFILE_LINE = re.compile(r"^profile:\s*\S+", re.MULTILINE)
+OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 
 
 def set_profile(params_file: Path, profile: str) -> None:
@@ -25,10 +27,16 @@ def set_profile(params_file: Path, profile: str) -> None:
     load_params(params_file)  # still valid
 
 
+def _env_with_this_python() -> dict[str, str]:
+    """Stages run `python ...`: make that this interpreter (the project's venv), whatever PATH says."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
 def run_pipeline(profile: str, params_file: Path) -> int:
     """Set the profile in params.yaml (so params, dvc.lock and outputs agree), then `dvc repro`."""
     set_profile(params_file, profile)
-    return subprocess.call(["dvc", "repro"])
+    return subprocess.call([sys.executable, "-m", "dvc", "repro"], env=_env_with_this_python())
 
 
 def train_and_evaluate(arch: str, overrides: list[str], params_file: Path) -> int:
@@ -44,6 +52,55 @@ def train_and_evaluate(arch: str, overrides: list[str], params_file: Path) -> in
     return 0
 
 
+def print_tables(tracking_uri: str | None, experiment: str, run_id: str | None, fmt: str) -> None:
+    """Rebuild the report's tables from MLflow alone: no DVC outputs, no torch."""
+    import json
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from fmnist import tracking
+    from fmnist.reporting.render import epoch_table_blocks, leaderboard_blocks, to_markdown
+    from fmnist.reporting.sources import find_report_run, from_mlflow
+    from fmnist.reporting.tables import build_tables
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    else:
+        tracking.configure()
+    client = MlflowClient()
+    report_run = find_report_run(client, experiment, run_id)
+    tables = build_tables(from_mlflow(client, report_run))
+    if fmt == "json":
+        print(json.dumps(tables.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(f"Tables of report run {report_run.info.run_id} ({mlflow.get_tracking_uri()})\n")
+        print(to_markdown([*leaderboard_blocks(tables), *epoch_table_blocks(tables)], Path(".")))
+
+
+def predict(images: list[str], model_uri: str | None, params_file: Path) -> int:
+    import mlflow.pytorch
+
+    from fmnist import tracking
+    from fmnist.predict import predict_files
+
+    if model_uri is None:
+        model_uri = f"models:/{load_params(params_file).registered_model}@champion"
+    tracking.configure()
+    try:
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    except Exception as err:  # MLflow raises several types for a missing or unreadable model
+        raise ValueError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {err}. "
+                         "Run the pipeline first (it registers the champion), or pass --model URI.") from err
+    model.eval()
+    predictions, errors = predict_files(model, images)
+    for p in predictions:
+        print(f"{p.path}: {p.label} ({p.probability:.3f})")
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,8 +112,18 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("arch")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param (repeatable; several may share one argument, space-separated)")
+    tables = sub.add_parser("tables", help="rebuild the report's tables from MLflow alone")
+    tables.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                               "sqlite:///mlflow.db in the current directory)")
+    tables.add_argument("--experiment", default="fmnist", help="experiment name (default: fmnist)")
+    tables.add_argument("--run-id", help="report run id (default: the experiment's latest report run)")
+    tables.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    pred = sub.add_parser("predict", help="classify PNG/JPEG files with the champion model or any model URI")
+    pred.add_argument("images", nargs="+")
+    pred.add_argument("--model", help="MLflow model URI (default: models:/<registered model>@champion, the "
+                                      "registered model named in params.yaml for its profile)")
     sub.add_parser("models", help="list the registered architectures")
-    for p in (prof, pipe, train):
+    for p in (prof, pipe, train, pred):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
     try:
@@ -65,13 +132,18 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "pipeline":
             sys.exit(run_pipeline(args.name, args.params))
         elif args.command == "train":
-            overrides = [item for arg in args.overrides for item in arg.split()]
+            # Several overrides may share one argument (MLproject passes one string): split before each KEY=.
+            overrides = [item for arg in args.overrides for item in OVERRIDE_START.split(arg.strip()) if item]
             sys.exit(train_and_evaluate(args.arch, overrides, args.params))
+        elif args.command == "predict":
+            sys.exit(predict(args.images, args.model, args.params))
+        elif args.command == "tables":
+            print_tables(args.tracking_uri, args.experiment, args.run_id, args.format)
         elif args.command == "models":
             from fmnist.models import list_models
 
             print("\n".join(list_models()))
-    except ConfigError as err:
+    except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -38,9 +38,14 @@ def _spec(default: Any = dataclasses.MISSING, *, lo=None, hi=None, lo_open=False
 class MlflowConfig:
     experiment: str = "fmnist"
     quick_experiment: str = "fmnist-quick"
+    registered_model: str = "fmnist-classifier"
+    quick_registered_model: str = "fmnist-quick-classifier"
 
     def experiment_for(self, profile: str) -> str:
         return self.quick_experiment if profile == "quick" else self.experiment
+
+    def registered_model_for(self, profile: str) -> str:
+        return self.quick_registered_model if profile == "quick" else self.registered_model
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class PreprocessConfig:
 @dataclass(frozen=True)
 class SplitConfig:
     val_fraction: float = _spec(0.1, lo=0, hi=1, lo_open=True, hi_open=True)
-    seed: int = 42
+    seed: int = _spec(42, lo=0, hi=2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ class BudgetConfig:
     """How much of a recipe to run: the full benchmark, or the quick profile's cut-down."""
 
     epochs: int = _spec(10, lo=1)
-    train_subset: int | None = _spec(None, lo=1)
+    train_subset: int | None = _spec(None, lo=100)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ class RecipeConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 42
+    seed: int = _spec(42, lo=0, hi=2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = _spec(0, lo=0)
     deterministic: bool = True
@@ -156,6 +161,10 @@ class Params:
     @property
     def experiment(self) -> str:
         return self.mlflow.experiment_for(self.profile)
+
+    @property
+    def registered_model(self) -> str:
+        return self.mlflow.registered_model_for(self.profile)
 
     def recipe(self, arch: str) -> RecipeConfig:
         if arch not in self.recipes:
@@ -288,6 +297,12 @@ def _check_cross_fields(params: Params) -> None:
     from fmnist.models import check_model_options, list_models  # the registry is the list of allowed architectures
 
     known = list_models()
+    if not params.architectures or len(set(params.architectures)) != len(params.architectures):
+        raise ConfigError(f"architectures: got {params.architectures!r}, expected a non-empty list without "
+                          f"repeats from: {', '.join(known)}")
+    if params.mlflow.experiment == params.mlflow.quick_experiment:
+        raise ConfigError("mlflow.quick_experiment: must differ from mlflow.experiment, so quick runs never mix "
+                          "with full ones")
     for i, arch in enumerate(params.architectures):
         if arch not in known:
             raise ConfigError(f"architectures[{i}]: unknown architecture '{arch}'; known architectures: "

@@ -12,11 +12,14 @@ import platform
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
-from mlflow.entities import RunStatus
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Run, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 
 STAGE_TAG = "fmnist.stage"
 
@@ -91,34 +94,57 @@ def _parent_run_id() -> str | None:
 
 
 @contextlib.contextmanager
-def tracked_run(experiment: str | None = None, run_name: str | None = None, tags: dict[str, str] | None = None,
-                run_id: str | None = None, root: str | Path = ".") -> Iterator[mlflow.ActiveRun]:
-    """Start (or resume, with `run_id`) a run that ends FINISHED, FAILED on error, KILLED on Ctrl-C/SIGTERM."""
+def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None,
+                root: str | Path = ".") -> Iterator[mlflow.ActiveRun]:
+    """A new run that ends FINISHED, FAILED on error, KILLED on Ctrl-C or SIGTERM: never left RUNNING."""
     configure(root)
+    all_tags = dict(tags or {})
     parent = _parent_run_id()
-    if run_id is None:
-        experiment_id = ensure_experiment(experiment)
-        all_tags = dict(tags or {})
-        if parent:
-            all_tags["mlflow.parentRunId"] = parent
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags)
-    else:
-        run = mlflow.start_run(run_id=run_id)
-        if tags:
-            mlflow.set_tags(tags)
-    previous = _install_sigterm()
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    previous = _install_sigterm()  # before the run exists, so no signal can leave it RUNNING
     try:
+        experiment_id = ensure_experiment(experiment)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags)
         yield run
     except (KeyboardInterrupt, Terminated):
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        _end_active(RunStatus.KILLED)
         raise
     except BaseException:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        _end_active(RunStatus.FAILED)
         raise
     else:
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        _end_active(RunStatus.FINISHED)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _end_active(status: int) -> None:
+    if mlflow.active_run() is not None:
+        mlflow.end_run(RunStatus.to_string(status))
+
+
+def existing_run(client: MlflowClient, run_id: str, recorded_in: str | Path) -> Run:
+    """The run a stage output points at, or a clear error if this tracking store does not hold it."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise ValueError(
+            f"{recorded_in}: MLflow run {run_id} is not in the tracking store {mlflow.get_tracking_uri()} "
+            "(was mlflow.db deleted, or MLFLOW_TRACKING_URI changed?). Re-run its training stage: "
+            "`dvc repro --force train@ARCH`.") from err
+
+
+def log_to_finished_run(client: MlflowClient, run_id: str, metrics: dict[str, float],
+                        artifacts: list[tuple[Path, str]], texts: dict[str, str], tags: dict[str, str]) -> None:
+    """Add results to a finished run without reopening it, so its status stays as training left it."""
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    for path, artifact_dir in artifacts:
+        client.log_artifact(run_id, str(path), artifact_dir)
+    for artifact_file, text in texts.items():
+        client.log_text(run_id, text, artifact_file)
 
 
 def _install_sigterm() -> Any:
@@ -138,9 +164,9 @@ def log_epoch(record: dict) -> None:
 
 
 def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
-    """Log a torch classifier with signature and input example. Saved as a torch.export program
-    (pt2), so `mlflow.pytorch.load_model` returns a working model wherever torch is installed,
-    without this package."""
+    """Log a torch classifier with signature, input example, class names and this package's code, so
+    `mlflow.pytorch.load_model` returns the same nn.Module (eval(), .class_names and all) anywhere
+    torch is installed, and `mlflow models serve` serves it."""
     import mlflow.pytorch
     import numpy as np
     import torch
@@ -149,9 +175,13 @@ def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
     with torch.no_grad():
         output = model(torch.from_numpy(input_example)).numpy()
     signature = infer_signature(input_example, output.astype(np.float32))
+    import cloudpickle
+
     return mlflow.pytorch.log_model(
-        model, name=name, signature=signature, input_example=input_example, serialization_format="pt2",
+        model, name=name, signature=signature, input_example=input_example, serialization_format="pickle",
+        code_paths=[str(Path(__file__).resolve().parent)],
+        metadata={"class_names": list(getattr(model, "class_names", []))},
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                          f"mlflow=={mlflow.__version__}"],
+                          f"mlflow=={mlflow.__version__}", f"cloudpickle=={cloudpickle.__version__}"],
     )
 

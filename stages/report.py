@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from fmnist.entry import load, parser, run_main
-from fmnist.workflows.report import ReportPaths, write_report
+from fmnist.workflows.report import ReportPaths, ReportSettings, write_report
 
 
 def main() -> None:
@@ -14,9 +14,15 @@ def main() -> None:
     paths = ReportPaths(models_dir=Path("models"), train_metrics_dir=Path("metrics/train"),
                         eval_metrics_dir=Path("metrics/eval"), history_dir=Path("metrics/history"),
                         eval_figures_dir=args.out / "eval", out_dir=args.out)
-    result = write_report(params.experiment, params.profile, params.architectures,
-                          params.report.diminishing_returns_tolerance, paths)
-    print(f"report written to {args.out / 'report.md'} (MLflow run {result['run_id']})")
+    settings = ReportSettings(experiment=params.experiment, profile=params.profile,
+                              architectures=params.architectures,
+                              tolerance=params.report.diminishing_returns_tolerance,
+                              registered_model=params.registered_model)
+    result = write_report(settings, paths)
+    champion = result["champion"]
+    print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'} "
+          f"(MLflow run {result['run_id']}); champion: {champion['arch']} as {champion['uri']} "
+          f"(version {champion['version']})")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def test_crash_ends_failed(store):
 
 
 def test_ctrl_c_and_sigterm_end_killed(store):
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         with tracking.tracked_run("exp", root=store) as run:
             raise KeyboardInterrupt
@@ -49,20 +50,31 @@ def test_ctrl_c_and_sigterm_end_killed(store):
         with tracking.tracked_run("exp", root=store) as run:
             os.kill(os.getpid(), signal.SIGTERM)
     assert status_of(run.info.run_id) == "KILLED"
-    assert signal.getsignal(signal.SIGTERM) is not None
+    assert signal.getsignal(signal.SIGTERM) == before  # our handler is removed again
 
 
-def test_resume_and_epoch_metrics_use_epoch_as_step(store):
+def test_epoch_metrics_use_epoch_as_step_and_later_results_keep_the_status(store, tmp_path):
     with tracking.tracked_run("exp", tags={"a": "1"}, root=store) as run:
         tracking.log_epoch({"epoch": 1, "val_acc": 0.5})
         tracking.log_epoch({"epoch": 2, "val_acc": 0.6})
-    with tracking.tracked_run(run_id=run.info.run_id, tags={"b": "2"}, root=store):
-        mlflow.log_metric("final_test_acc", 0.7)
     client = mlflow.MlflowClient()
+    png = tmp_path / "c.png"
+    png.write_bytes(b"png")
+    tracking.log_to_finished_run(client, run.info.run_id, {"final_test_acc": 0.7}, [(png, "evaluation")],
+                                 {"evaluation/t.csv": "a,b\n"}, {"b": "2"})
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6)]
-    data = mlflow.get_run(run.info.run_id).data
-    assert data.tags["a"] == "1" and data.tags["b"] == "2" and data.metrics["final_test_acc"] == 0.7
+    finished = mlflow.get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["a"] == "1" and finished.data.tags["b"] == "2"
+    assert finished.data.metrics["final_test_acc"] == 0.7
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/c.png",
+                                                                                     "evaluation/t.csv"}
+
+
+def test_a_run_missing_from_the_store_is_a_clear_error(store):
+    with pytest.raises(ValueError, match="models/mlp/run.json: MLflow run 0123 is not in the tracking store"):
+        tracking.existing_run(mlflow.MlflowClient(), "0123", "models/mlp/run.json")
 
 
 def test_runs_nest_under_mlflow_run_project_run(store, monkeypatch):

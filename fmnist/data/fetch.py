@@ -8,6 +8,7 @@ repackaged `.gz` wrappers differ while the content is the same.
 from __future__ import annotations
 
 import gzip
+import http.client
 import hashlib
 import logging
 import shutil
@@ -77,7 +78,7 @@ def _from_mirror(name: str, mirror: str, timeout: float, retries: int,
     for attempt in range(retries + 1):
         try:
             return http_get(url, timeout)
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
             log.warning("%s: attempt %d/%d failed: %s", url, attempt + 1, retries + 1, err)
             if attempt < retries:
                 time.sleep(min(2 ** attempt, 5))

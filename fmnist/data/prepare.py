@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,18 @@ def load_arrays(path: str | Path) -> Arrays:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run the earlier pipeline stages first (`dvc repro`)")
-    with np.load(path) as data:
-        missing = {"x", "y"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; re-run the stage that writes it")
-        return Arrays(data["x"], data["y"].astype(np.int64))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"x", "y"} - set(data.files)
+            if missing:
+                raise ValueError(f"missing arrays {sorted(missing)}")
+            x, y = data["x"], data["y"]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path}: not a readable array file ({err}); re-run the stage that writes it") from err
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
+        raise ValueError(f"{path}: expected uint8 images [N, 28, 28] and N labels, got {x.dtype} {x.shape} "
+                         f"and {y.shape}; re-run the stage that writes it")
+    return Arrays(x, y.astype(np.int64))
 
 
 def stratified_split(arrays: Arrays, val_fraction: float, seed: int) -> tuple[Arrays, Arrays]:

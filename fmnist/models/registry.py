@@ -37,6 +37,10 @@ def check_model_options(name: str, options: dict[str, Any]) -> str | None:
         return "num_classes comes from the data (preprocess.classes), do not set it here"
     if unknown:
         return f"unknown option '{unknown[0]}' for '{name}'; allowed options: {', '.join(allowed) or '(none)'}"
+    try:  # values too: building the model is cheap next to training it
+        _REGISTRY[name](**options)
+    except (TypeError, ValueError) as err:
+        return f"options {options} do not build '{name}': {err}"
     return None
 
 

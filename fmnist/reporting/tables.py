@@ -6,9 +6,13 @@ tables from MLflow alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from fmnist.stopping import early_stopping_point, mode_for
+
+# Per-epoch keys a training run records (MLflow metrics with step=epoch, and the history CSV).
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
+                   "epoch_seconds", "cumulative_seconds"]
 
 DIMINISHING_RULE = ("the first epoch whose validation accuracy is within {points:g} percentage points "
                     "of the best validation accuracy of the run (later epochs added less than that)")
@@ -40,6 +44,7 @@ class EpochTimeTable:
     best_epoch: int | None
     diminishing_epoch: int | None
     early_stop_epoch: int | None
+    monitor: str
     diminishing_rule: str
     early_stop_rule: str
 
@@ -56,7 +61,7 @@ def epoch_time_table(arch: str, history: list[dict], tolerance: float, rule: Sto
         rows.append({"epoch": epoch, "train_acc": row["train_acc"], "val_acc": row["val_acc"],
                      "test_acc": row.get("test_acc"), "cumulative_seconds": row["cumulative_seconds"],
                      "marks": ", ".join(marks)})
-    return EpochTimeTable(arch, rows, best_epoch, dr_epoch, stop_epoch,
+    return EpochTimeTable(arch, rows, best_epoch, dr_epoch, stop_epoch, rule.monitor,
                           DIMINISHING_RULE.format(points=round(tolerance * 100, 4)), rule.describe())
 
 
@@ -70,7 +75,34 @@ def leaderboard(entries: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), r["arch"]))
 
 
-def _cell(value) -> str:
+@dataclass
+class ReportInputs:
+    """What the tables are built from, whether read from DVC outputs or from MLflow."""
+
+    architectures: list[str]
+    tolerance: float
+    entries: list[dict] = field(default_factory=list)  # one per architecture, LEADERBOARD_COLUMNS
+    histories: dict[str, list[dict]] = field(default_factory=dict)
+    rules: dict[str, StopRule] = field(default_factory=dict)
+
+
+@dataclass
+class ReportTables:
+    leaderboard: list[dict]
+    epoch_tables: list[EpochTimeTable]
+
+    def to_dict(self) -> dict:
+        return {"leaderboard": self.leaderboard, "epoch_tables": [asdict(t) for t in self.epoch_tables]}
+
+
+def build_tables(inputs: ReportInputs) -> ReportTables:
+    board = leaderboard(inputs.entries)
+    tables = [epoch_time_table(arch, inputs.histories[arch], inputs.tolerance, inputs.rules[arch])
+              for arch in inputs.architectures]
+    return ReportTables(board, tables)
+
+
+def cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -81,5 +113,5 @@ def _cell(value) -> str:
 def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | None = None) -> str:
     headers = headers or columns
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

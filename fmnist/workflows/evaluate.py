@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
+from mlflow import MlflowClient
 import torch
 
 from fmnist import tracking
@@ -68,7 +68,11 @@ def _matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
 
 
 def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> dict:
-    run_info = read_json(paths.model_dir / "run.json")
+    run_file = paths.model_dir / "run.json"
+    run_id = read_json(run_file)["run_id"]
+    tracking.configure(root)
+    client = MlflowClient()
+    tracking.existing_run(client, run_id, run_file)  # fail before any work if the store lost it
     ckpt = load_checkpoint(paths.model_dir / "model.pt")
     test = load_arrays(paths.test_file)
     names = ckpt["class_names"]
@@ -90,13 +94,14 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     atomic_write_text(paths.figures_dir / "per_class.csv", per_class)
     atomic_write_text(paths.confusion_csv, _confusion_rows(test.y, report.predictions, names))
 
-    with tracking.tracked_run(run_id=run_info["run_id"], tags={"evaluated": "true"}, root=root):
-        mlflow.log_metrics({"final_test_loss": report.loss, "final_test_acc": report.accuracy,
-                            "final_test_macro_f1": report.macro_f1,
-                            **{f"final_test_f1.{_slug(r['class'])}": r["f1"] for r in report.per_class}})
-        mlflow.log_artifact(str(confusion_png), "evaluation")
-        mlflow.log_artifact(str(misclassified_png), "evaluation")
-        mlflow.log_text(per_class, "evaluation/per_class.csv")
-        mlflow.log_text(_matrix_csv(report.confusion, names), "evaluation/confusion_matrix.csv")
+    tracking.log_to_finished_run(
+        client, run_id,
+        metrics={"final_test_loss": report.loss, "final_test_acc": report.accuracy,
+                 "final_test_macro_f1": report.macro_f1,
+                 **{f"final_test_f1.{_slug(r['class'])}": r["f1"] for r in report.per_class}},
+        artifacts=[(confusion_png, "evaluation"), (misclassified_png, "evaluation")],
+        texts={"evaluation/per_class.csv": per_class,
+               "evaluation/confusion_matrix.csv": _matrix_csv(report.confusion, names)},
+        tags={"evaluated": "true"})
     write_json(paths.metrics_file, metrics)
     return metrics

@@ -1,129 +1,151 @@
-"""The report stage: compare all architectures from the train/evaluate outputs, as Markdown + PNG,
-and record it as an MLflow run that names the training runs it was built from."""
+"""The report stage: compare all architectures from the train/evaluate outputs (Markdown and one
+self-contained HTML page), record it as an MLflow run naming the training runs it was built from,
+and register the best model by validation accuracy as the `champion`."""
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
+from mlflow import MlflowClient
 
 from fmnist import tracking
-from fmnist.io import atomic_write_text, read_json, write_json
-from fmnist.reporting.figures import accuracy_vs_time_figure, learning_curves_figure, save_figure
-from fmnist.reporting.tables import (LEADERBOARD_COLUMNS, EpochTimeTable, StopRule, epoch_time_table, leaderboard,
-                                     markdown_table)
+from fmnist.io import atomic_write_text, write_json
+from fmnist.reporting.figures import (accuracy_vs_time_figure, learning_curves_figure, per_class_f1_figure,
+                                      save_figure, unit_weights_figure)
+from fmnist.reporting.render import (Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html,
+                                     to_markdown)
+from fmnist.reporting.sources import from_outputs
+from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, build_tables
+
+CHAMPION_ALIAS = "champion"
+TITLE = "Fashion-MNIST benchmark report"
 
 
 @dataclass(frozen=True)
 class ReportPaths:
-    models_dir: Path  # <arch>/run.json
+    models_dir: Path  # <arch>/run.json, <arch>/unit_weights.npz
     train_metrics_dir: Path  # <arch>.json
     eval_metrics_dir: Path  # <arch>.json
     history_dir: Path  # <arch>.csv
-    eval_figures_dir: Path  # <arch>/confusion.png, misclassified.png
-    out_dir: Path  # report.md, figures/, leaderboard.csv, run.json
+    eval_figures_dir: Path  # <arch>/confusion.png, misclassified.png, per_class.csv
+    out_dir: Path  # report.md, report.html, tables.json, figures/, leaderboard.csv, run.json, champion.json
 
 
-def read_history(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(fh)]
+@dataclass(frozen=True)
+class ReportSettings:
+    experiment: str
+    profile: str
+    architectures: list[str]
+    tolerance: float
+    registered_model: str
 
 
 def columns_of(history: list[dict]) -> dict[str, list]:
     return {key: [row.get(key) for row in history] for key in history[0]} if history else {}
 
 
-def collect(architectures: list[str], paths: ReportPaths) -> tuple[list[dict], dict[str, list[dict]], dict]:
-    entries, histories, runs = [], {}, {}
-    for arch in architectures:
-        run = read_json(paths.models_dir / arch / "run.json")
-        summary = read_json(paths.train_metrics_dir / f"{arch}.json")
-        evaluation = read_json(paths.eval_metrics_dir / f"{arch}.json")
-        entries.append({**summary, "test_acc": evaluation["test_acc"], "run_id": run["run_id"]})
-        histories[arch] = read_history(paths.history_dir / f"{arch}.csv")
-        runs[arch] = run
-    return entries, histories, runs
+def _read_per_class(path: Path) -> dict[str, float]:
+    with open(path, newline="") as fh:
+        return {row["class"]: float(row["f1"]) for row in csv.DictReader(fh)}
 
 
-def build_tables(entries: list[dict], histories: dict[str, list[dict]], runs: dict, tolerance: float
-                 ) -> tuple[list[dict], list[EpochTimeTable]]:
-    board = leaderboard(entries)
-    tables = [epoch_time_table(arch, histories[arch], tolerance, StopRule(**runs[arch]["early_stopping"]))
-              for arch in histories]
-    return board, tables
-
-
-def render_markdown(board: list[dict], tables: list[EpochTimeTable], experiment: str, profile: str,
-                    eval_figures_rel: str) -> str:
-    shown = [{**row, "train_seconds": f"{row['train_seconds']:.1f}"} for row in board]
-    parts = [
-        "# Fashion-MNIST benchmark report", "",
-        f"MLflow experiment: `{experiment}` (profile: `{profile}`). Every number below was measured by "
-        "the pipeline run that wrote this report; the training runs are listed with their MLflow run ids.", "",
-        "## Leaderboard", "",
-        "Sorted by test accuracy of the best-validation checkpoint. Training time covers training and "
-        "validation, not the per-epoch test evaluation.", "",
-        markdown_table(shown, LEADERBOARD_COLUMNS,
-                       ["architecture", "parameters", "epochs run", "best epoch", "val acc", "test acc",
-                        "train time (s)", "MLflow run"]), "",
-        "## Learning curves", "",
-        "![learning curves](figures/learning_curves.png)", "",
-        "![validation accuracy against training time](figures/accuracy_vs_time.png)", "",
-        "## Epoch against time", "",
-    ]
-    for table in tables:
-        rows = [{**r, "cumulative_seconds": f"{r['cumulative_seconds']:.1f}"} for r in table.rows]
-        parts += [
-            f"### {table.arch}", "",
-            f"- **best epoch** (highest validation accuracy, the checkpoint evaluated): {table.best_epoch}",
-            f"- **diminishing returns**: epoch {table.diminishing_epoch}. Rule: {table.diminishing_rule}.",
-            f"- **early stopping**: {_epoch_or_never(table.early_stop_epoch)}. Rule: {table.early_stop_rule}.",
-            "",
-            markdown_table(rows, ["epoch", "train_acc", "val_acc", "test_acc", "cumulative_seconds", "marks"],
-                           ["epoch", "train acc", "val acc", "test acc", "cumulative time (s)", "marks"]), "",
-            f"![{table.arch} confusion matrix]({eval_figures_rel}/{table.arch}/confusion.png)", "",
-            f"![{table.arch} misclassified]({eval_figures_rel}/{table.arch}/misclassified.png)", "",
-        ]
-    return "\n".join(parts)
-
-
-def _epoch_or_never(epoch: int | None) -> str:
-    return f"epoch {epoch}" if epoch is not None else "did not trigger within the epochs run"
-
-
-def write_report(params_experiment: str, profile: str, architectures: list[str], tolerance: float,
-                 paths: ReportPaths, root: Path = Path(".")) -> dict:
-    entries, histories, runs = collect(architectures, paths)
-    board, tables = build_tables(entries, histories, runs, tolerance)
+def make_figures(inputs: ReportInputs, paths: ReportPaths) -> tuple[list[Image], dict[str, list[Image]]]:
+    """Overview figures, and each architecture's own (confusion matrix, mistakes, MLP unit weights)."""
     figures = paths.out_dir / "figures"
-    columns = {arch: columns_of(h) for arch, h in histories.items()}
-    save_figure(learning_curves_figure(columns), figures / "learning_curves.png")
-    save_figure(accuracy_vs_time_figure(columns), figures / "accuracy_vs_time.png")
-    eval_rel = Path(os.path.relpath(paths.eval_figures_dir, paths.out_dir)).as_posix()
-    markdown = render_markdown(board, tables, params_experiment, profile, eval_rel)
-    board_csv = io.StringIO()
-    writer = csv.DictWriter(board_csv, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(board)
+    curves = {arch: columns_of(h) for arch, h in inputs.histories.items()}
+    f1 = {arch: _read_per_class(paths.eval_figures_dir / arch / "per_class.csv") for arch in inputs.architectures}
+    class_names = list(next(iter(f1.values()))) if f1 else []
+    overview = [
+        Image("Loss and accuracy against epoch", save_figure(learning_curves_figure(curves), figures /
+                                                             "learning_curves.png")),
+        Image("Loss and accuracy against training time",
+              save_figure(learning_curves_figure(curves, x="cumulative_seconds"), figures / "learning_curves_time.png")),
+        Image("Validation accuracy against cumulative training time, all architectures",
+              save_figure(accuracy_vs_time_figure(curves), figures / "accuracy_vs_time.png")),
+        Image("Per-class F1 on the test set", save_figure(per_class_f1_figure(f1, class_names),
+                                                          figures / "per_class_f1.png")),
+    ]
+    per_arch: dict[str, list[Image]] = {}
+    for arch in inputs.architectures:
+        eval_dir = paths.eval_figures_dir / arch
+        images = [Image(f"{arch}: test confusion matrix", eval_dir / "confusion.png"),
+                  Image(f"{arch}: most confident test mistakes (true and predicted labels)",
+                        eval_dir / "misclassified.png")]
+        probe = paths.models_dir / arch / "unit_weights.npz"
+        if probe.is_file():
+            with np.load(probe) as data:
+                fig = unit_weights_figure(data["weights"], data["epochs"], data["units"], arch)
+            images.append(Image(f"{arch}: incoming weights of first-layer units over the epochs",
+                                save_figure(fig, figures / f"{arch}_unit_weights.png")))
+        per_arch[arch] = images
+    return overview, per_arch
 
-    run_ids = {arch: run["run_id"] for arch, run in runs.items()}
+
+def register_champion(client: MlflowClient, entries: list[dict], name: str, report_run_id: str) -> dict:
+    """Register the best model by validation accuracy and point the `champion` alias at it."""
+    best = max(entries, key=lambda e: (e["best_val_acc"], -e["num_params"]))
+    version = mlflow.register_model(f"runs:/{best['run_id']}/model", name,
+                                    tags={"arch": best["arch"], "report_run_id": report_run_id,
+                                          "best_val_acc": str(best["best_val_acc"])})
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+    return {"name": name, "version": int(version.version), "alias": CHAMPION_ALIAS, "arch": best["arch"],
+            "run_id": best["run_id"], "best_val_acc": best["best_val_acc"],
+            "uri": f"models:/{name}@{CHAMPION_ALIAS}"}
+
+
+def leaderboard_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path(".")) -> dict:
+    inputs = from_outputs(settings.architectures, settings.tolerance, paths.models_dir, paths.train_metrics_dir,
+                          paths.eval_metrics_dir, paths.history_dir)
+    tables = build_tables(inputs)
+    overview, per_arch = make_figures(inputs, paths)
+    run_ids = {e["arch"]: e["run_id"] for e in inputs.entries}
     tags = tracking.base_tags("report", root=root)
-    tags.update({"profile": profile, "fmnist.training_runs": ",".join(run_ids[a] for a in architectures)})
-    with tracking.tracked_run(params_experiment, run_name="report", tags=tags, root=root) as run:
-        mlflow.log_params({"architectures": ",".join(architectures), "diminishing_returns_tolerance": tolerance,
-                           **{f"run_id.{arch}": rid for arch, rid in run_ids.items()}})
-        mlflow.log_text(markdown, "report/report.md")
-        mlflow.log_text(board_csv.getvalue(), "report/leaderboard.csv")
-        mlflow.log_artifacts(str(figures), "report/figures")
-        mlflow.log_dict({"training_runs": run_ids}, "report/training_runs.json")
+    tags.update({"profile": settings.profile, "fmnist.training_runs": ",".join(run_ids.values())})
+    with tracking.tracked_run(settings.experiment, run_name="report", tags=tags, root=root) as run:
         report_run_id = run.info.run_id
+        blocks = [
+            Text(f"MLflow experiment `{settings.experiment}` (profile `{settings.profile}`), report run "
+                 f"`{report_run_id}`. Every number below was measured by the training runs listed in the "
+                 "leaderboard; in the MLflow UI, filter with "
+                 f"`tags.fmnist.report_run_id = \"{report_run_id}\"` to select exactly those runs."),
+            *leaderboard_blocks(tables),
+            Heading("Learning curves and per-class results"), *overview,
+            *epoch_table_blocks(tables, per_arch),
+        ]
+        markdown = to_markdown([Heading(TITLE, 1), *blocks], paths.out_dir)
+        page = to_html(blocks, TITLE)
+        client = MlflowClient()
+        for arch_run_id in run_ids.values():
+            client.set_tag(arch_run_id, "fmnist.report_run_id", report_run_id)
+        champion = register_champion(client, inputs.entries, settings.registered_model, report_run_id)
+        mlflow.log_params({"architectures": ",".join(settings.architectures),
+                           "diminishing_returns_tolerance": settings.tolerance,
+                           **{f"run_id.{arch}": rid for arch, rid in run_ids.items()}})
+        mlflow.set_tags({"champion": champion["uri"], "champion_version": str(champion["version"])})
+        mlflow.log_text(markdown, "report/report.md")
+        mlflow.log_text(page, "report/report.html")
+        mlflow.log_text(leaderboard_csv(tables.leaderboard), "report/leaderboard.csv")
+        mlflow.log_dict(tables.to_dict(), "report/tables.json")
+        mlflow.log_artifacts(str(paths.out_dir / "figures"), "report/figures")
+        mlflow.log_artifacts(str(paths.eval_figures_dir), "report/eval")  # report.md links these
     atomic_write_text(paths.out_dir / "report.md", markdown)
-    atomic_write_text(paths.out_dir / "leaderboard.csv", board_csv.getvalue())
-    write_json(paths.out_dir / "run.json", {"run_id": report_run_id, "experiment": params_experiment,
+    atomic_write_text(paths.out_dir / "report.html", page)
+    atomic_write_text(paths.out_dir / "leaderboard.csv", leaderboard_csv(tables.leaderboard))
+    write_json(paths.out_dir / "tables.json", tables.to_dict())
+    write_json(paths.out_dir / "champion.json", champion)
+    write_json(paths.out_dir / "run.json", {"run_id": report_run_id, "experiment": settings.experiment,
                                             "training_runs": run_ids})
-    return {"run_id": report_run_id, "leaderboard": board}
+    return {"run_id": report_run_id, "leaderboard": tables.leaderboard, "champion": champion}

@@ -19,7 +19,9 @@ from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.io import atomic_write_text, file_sha256, read_json, write_json
 from fmnist.models import create_model, init_weights
 from fmnist.models.wrapper import NormalizedClassifier
+from fmnist.reporting.tables import HISTORY_COLUMNS
 from fmnist.training.loop import fit, resolve_device, seed_everything
+from fmnist.training.probes import UnitWeightRecorder, first_pixel_layer
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,6 @@ class TrainPaths:
     model_dir: Path  # model.pt, run.json
     metrics_file: Path  # summary metrics (dvc metrics)
     history_file: Path  # per-epoch CSV (dvc plots)
-
-
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
-                   "epoch_seconds", "cumulative_seconds"]
 
 
 def history_csv(history: list[dict]) -> str:
@@ -88,9 +86,18 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
     with tracking.tracked_run(params.experiment, run_name=arch, tags=tags, root=root) as run:
         sizes = {name: len(a) for name, a in arrays.items()}
         tracking.log_params(recipe_params(params, arch, device, sizes, count_parameters(net)))
+        layer = first_pixel_layer(net)
+        recorder = UnitWeightRecorder(layer) if layer is not None else None
+
+        def on_epoch(record: dict) -> None:
+            tracking.log_epoch(record)
+            if recorder is not None:
+                recorder(record)
+
         result = fit(net, recipe, budget.epochs, on_device["train"], on_device["val"], normalize, generator,
-                     test=on_device["test"] if params.train.log_test_each_epoch else None,
-                     on_epoch=tracking.log_epoch)
+                     test=on_device["test"] if params.train.log_test_each_epoch else None, on_epoch=on_epoch)
+        if recorder is not None:
+            mlflow.log_artifact(str(recorder.save(paths.model_dir / "unit_weights.npz")), "probes")
         net.load_state_dict(result.best_state)
         summary = _summary(arch, result, count_parameters(net))
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
