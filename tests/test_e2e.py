@@ -1,10 +1,17 @@
 """The real DAG, `dvc repro`, on a tiny budget in a temporary copy of the repository."""
 
+import csv
+import html
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -63,9 +70,12 @@ def pipeline(tmp_path_factory):
     return repo, env, first, second
 
 
+def all_runs():
+    return mlflow.search_runs(experiment_names=["fmnist-quick"], output_format="list")
+
+
 def runs_by_name(repo):
-    runs = mlflow.search_runs(experiment_names=["fmnist-quick"], output_format="list")
-    return {r.info.run_name: r for r in runs}
+    return {r.info.run_name: r for r in all_runs()}
 
 
 def test_all_stages_ran_and_a_second_repro_does_nothing(pipeline):
@@ -81,7 +91,8 @@ def test_all_stages_ran_and_a_second_repro_does_nothing(pipeline):
 def test_mlflow_runs_hold_recipe_tags_and_per_epoch_metrics(pipeline):
     repo, env, _, _ = pipeline
     runs = runs_by_name(repo)
-    assert set(runs) == {"mlp", "cnn4", "report"} and len(runs) == 3  # the second repro added none
+    assert sorted(r.info.run_name for r in all_runs()) == ["cnn4", "mlp", "report"]  # the second repro added none
+    assert {r.info.status for r in all_runs()} == {"FINISHED"}
     head = sh("git", "rev-parse", "HEAD", cwd=repo, env=env).strip()
     mlp = runs["mlp"]
     assert mlp.info.status == "FINISHED"
@@ -130,3 +141,138 @@ def test_dvc_metrics_show_reads_the_outputs(pipeline):
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo, env=env))
     text = json.dumps(shown)
     assert "metrics/eval/mlp.json" in text and "best_val_acc" in text and "test_acc" in text
+
+
+def test_tables_rebuilt_from_mlflow_alone_match_the_report_stage(pipeline, tmp_path):
+    repo, env, _, _ = pipeline
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    report_run_id = json.loads((repo / "reports" / "run.json").read_text())["run_id"]
+    stage_tables = json.loads((repo / "reports" / "tables.json").read_text())
+    for selector in ([], ["--run-id", report_run_id]):  # the latest report run, and one by id
+        out = sh(sys.executable, "-m", "fmnist.cli", "tables", "--tracking-uri", uri, "--experiment", "fmnist-quick",
+                 "--format", "json", *selector, cwd=tmp_path, env=env)  # tmp_path: no DVC outputs there
+        assert json.loads(out) == stage_tables
+    text = sh(sys.executable, "-m", "fmnist.cli", "tables", "--tracking-uri", uri, "--experiment", "fmnist-quick",
+              cwd=tmp_path, env=env)
+    assert "## Leaderboard" in text and "### cnn4" in text and "diminishing returns" in text
+
+
+def test_html_report_renders_in_a_real_browser(pipeline, tmp_path):
+    repo, _, _, _ = pipeline
+    page = (repo / "reports" / "report.html").read_text()
+    assert "src=\"http" not in page and "href=\"http" not in page  # self-contained
+    probe = ("<script>window.addEventListener('load', () => document.body.setAttribute('data-check', "
+             "JSON.stringify({tables: document.querySelectorAll('table').length, "
+             "rows: document.querySelectorAll('tbody tr').length, "
+             "images: [...document.images].map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])"
+             "})));</script>")
+    probed = tmp_path / "probe.html"
+    probed.write_text(page.replace("</body>", probe + "</body>"))
+    dom = browser("--virtual-time-budget=5000", "--dump-dom", probed.as_uri(), profile=tmp_path / "chrome")
+    match = re.search(r'data-check="([^"]*)"', dom)
+    assert match, dom[:500]
+    check = json.loads(html.unescape(match.group(1)))
+    assert check["tables"] == 3  # leaderboard + one epoch table per architecture
+    assert check["rows"] == 2 + 2 + 1  # 2 leaderboard rows, mlp 2 epochs, cnn4 1 epoch
+    # 4 overview figures, confusion + mistakes per architecture, the MLP's unit weights
+    assert len(check["images"]) == 4 + 2 * 2 + 1
+    assert all(complete and natural > 0 and shown > 0 for complete, natural, shown in check["images"])
+    browser("--window-size=1200,2400", f"--screenshot={tmp_path / 'report.png'}", probed.as_uri(),
+            profile=tmp_path / "chrome")
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    report_run = runs_by_name(repo)["report"]
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(report_run.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/tables.json"} <= logged
+
+
+def test_champion_is_served_and_predicts_like_the_evaluate_stage(pipeline):
+    repo, env, _, _ = pipeline
+    champion = json.loads((repo / "reports" / "champion.json").read_text())
+    runs = runs_by_name(repo)
+    best = max(("mlp", "cnn4"), key=lambda a: runs[a].data.metrics["best_val_acc"])
+    assert champion["arch"] == best and champion["uri"] == "models:/fmnist-quick-classifier@champion"
+    version = mlflow.MlflowClient().get_model_version_by_alias("fmnist-quick-classifier", "champion")
+    assert version.run_id == runs[best].info.run_id
+
+    expected = evaluate_predictions(repo, best)[:200]
+    with np.load(repo / "data" / "prepared" / "test.npz") as test:
+        images = test["x"][:200]
+    port = free_port()
+    serve_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", champion["uri"],
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=repo,
+                              env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", server, seconds=120)
+        body = json.dumps({"inputs": (images[:, None].astype("float32") / 255.0).tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            logits = np.asarray(json.loads(response.read())["predictions"])
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert logits.shape == (200, 10)
+    assert logits.argmax(1).tolist() == expected.tolist()
+
+
+def test_predict_classifies_files_and_reports_unreadable_ones(pipeline, tmp_path):
+    repo, env, _, _ = pipeline
+    from PIL import Image
+
+    champion = json.loads((repo / "reports" / "champion.json").read_text())
+    expected = evaluate_predictions(repo, champion["arch"])
+    names = json.loads((repo / "data" / "prepared" / "stats.json").read_text())["classes"]
+    with np.load(repo / "data" / "prepared" / "test.npz") as test:
+        images = test["x"][:2]
+    paths = [tmp_path / "a.png", tmp_path / "broken.png", tmp_path / "b.png"]
+    Image.fromarray(images[0]).save(paths[0])
+    paths[1].write_bytes(b"not an image")
+    Image.fromarray(images[1]).save(paths[2])
+    result = subprocess.run([sys.executable, "-m", "fmnist.cli", "predict", *map(str, paths)], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "broken.png: cannot read it as an image" in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(paths[0]), str(paths[2])]
+    for line, index in zip(lines, (0, 1)):
+        assert line.split(": ")[1].startswith(names[expected[index]] + " (")
+
+
+def evaluate_predictions(repo: Path, arch: str) -> np.ndarray:
+    """The evaluate stage's predicted class per test image (from its dvc-plots CSV)."""
+    names = json.loads((repo / "data" / "prepared" / "stats.json").read_text())["classes"]
+    with open(repo / "plots" / "confusion" / f"{arch}.csv", newline="") as fh:
+        return np.asarray([names.index(row["predicted"]) for row in csv.DictReader(fh)])
+
+
+def browser(*args: str, profile: Path) -> str:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is missing: run `make setup` (installs Debian's chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}"]
+    result = subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"no answer from {url} within {seconds} s")
