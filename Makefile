@@ -4,7 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-DATASET_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system-deps venv quick run test test-fast lock clean-results
@@ -17,10 +16,14 @@ help:
 
 setup: system-deps venv
 
-# Debian's dataset-fashion-mnist is the offline source of the four official files.
+# Debian's dataset-fashion-mnist is the offline source of the four official files; Debian's
+# chromium renders the HTML report in the tests.
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium
 system-deps:
-	@if [ ! -f $(DATASET_DIR)/train-images-idx3-ubyte.gz ]; then \
-		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
 venv: $(VENV)/.installed

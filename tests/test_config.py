@@ -35,6 +35,12 @@ def test_repo_params_load_and_every_architecture_has_a_recipe():
     (lambda d: d["recipes"]["cnn4"]["optimizer"].update(nesterov=True), "Nesterov momentum needs name: sgd"),
     (lambda d: d["preprocess"].update(classes=[0, 11]), "preprocess.classes: got [0, 11]"),
     (lambda d: d["train"].update(deterministic="yes"), "train.deterministic: got 'yes', expected true or false"),
+    (lambda d: d["split"].update(seed=-1), "split.seed: got -1, allowed range [0, 4294967295]"),
+    (lambda d: d.update(architectures=[]), "architectures: got [], expected a non-empty list without repeats"),
+    (lambda d: d.update(architectures=["mlp", "mlp"]), "architectures: got ['mlp', 'mlp']"),
+    (lambda d: d["mlflow"].update(quick_experiment="fmnist"), "mlflow.quick_experiment: must differ"),
+    (lambda d: d["recipes"]["mlp"]["model"].update(dropout=1.5), "recipes.mlp.model: options"),
+    (lambda d: d["recipes"]["cnn4"]["quick"].update(train_subset=5), "recipes.cnn4.quick.train_subset: got 5"),
 ])
 def test_bad_params_name_the_key_and_the_allowed_values(edit, message):
     data = repo_params()
