@@ -6,12 +6,13 @@ PIP := $(VENV)/bin/pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick run test test-fast lock clean-results
+.PHONY: help setup system-deps venv quick run exps test test-fast lock
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
 	@echo "make quick    run the whole DVC pipeline on the quick budget (own MLflow experiment)"
 	@echo "make run      dvc repro: the full benchmark recipe (meant for a GPU)"
+	@echo "make exps     key params and metrics of every DVC experiment (dvc exp show)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
 
 setup: system-deps venv
@@ -44,6 +45,11 @@ quick: venv
 
 run: venv
 	$(PY) -m fmnist.cli pipeline full
+
+# The key params and metrics of every DVC experiment, one row each.
+exps: venv
+	$(VENV)/bin/dvc exp show --no-pager --drop '.*' \
+		--keep '^(Experiment|Created|profile|champion_val_acc)$$|^[a-z0-9_]+\.(test_acc|train_seconds)$$|^recipes\..*\.(epochs|train_subset)$$'
 
 test: venv
 	$(PY) -m pytest -q

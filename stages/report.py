@@ -9,11 +9,13 @@ from fmnist.workflows.report import ReportPaths, ReportSettings, write_report
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--out", default="reports", type=Path)
+    p.add_argument("--summary", default="metrics/summary.json", type=Path)
     args = p.parse_args()
     params = load(args)
     paths = ReportPaths(models_dir=Path("models"), train_metrics_dir=Path("metrics/train"),
                         eval_metrics_dir=Path("metrics/eval"), history_dir=Path("metrics/history"),
-                        eval_figures_dir=args.out / "eval", out_dir=args.out)
+                        eval_figures_dir=args.out / "eval", out_dir=args.out,
+                        summary_metrics=args.summary)
     settings = ReportSettings(experiment=params.experiment, profile=params.profile,
                               architectures=params.architectures,
                               tolerance=params.report.diminishing_returns_tolerance,

@@ -34,6 +34,7 @@ class ReportPaths:
     history_dir: Path  # <arch>.csv
     eval_figures_dir: Path  # <arch>/confusion.png, misclassified.png, per_class.csv
     out_dir: Path  # report.md, report.html, tables.json, figures/, leaderboard.csv, run.json, champion.json
+    summary_metrics: Path  # the few numbers per architecture that `dvc exp show` / `dvc metrics diff` compare
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ def register_champion(client: MlflowClient, entries: list[dict], name: str, repo
             "uri": f"models:/{name}@{CHAMPION_ALIAS}"}
 
 
+def summary_metrics(board: list[dict], champion: dict) -> dict:
+    per_arch = {row["arch"]: {k: row[k] for k in ("test_acc", "best_val_acc", "epochs_run", "train_seconds")}
+                for row in board}
+    return {**per_arch, "champion_val_acc": champion["best_val_acc"]}
+
+
 def leaderboard_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
@@ -146,6 +153,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
     atomic_write_text(paths.out_dir / "leaderboard.csv", leaderboard_csv(tables.leaderboard))
     write_json(paths.out_dir / "tables.json", tables.to_dict())
     write_json(paths.out_dir / "champion.json", champion)
+    write_json(paths.summary_metrics, summary_metrics(tables.leaderboard, champion))
     write_json(paths.out_dir / "run.json", {"run_id": report_run_id, "experiment": settings.experiment,
                                             "training_runs": run_ids})
     return {"run_id": report_run_id, "leaderboard": tables.leaderboard, "champion": champion}
