@@ -44,11 +44,18 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
+# Makes `mlflow ui` open the experiment on its training-runs view, not the GenAI one.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri(), name))
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri(), name),
+                                        tags=EXPERIMENT_KIND)
+    if "mlflow.experimentKind" not in experiment.tags:
+        MlflowClient().set_experiment_tag(experiment.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+    return experiment.experiment_id
 
 
 def git_commit(root: str | Path = ".") -> str:

@@ -26,6 +26,8 @@ def test_embedded_default_is_sqlite_with_artifacts_beside_it(store):
     assert (store / "mlartifacts" / "exp").is_dir()
     assert status_of(run.info.run_id) == "FINISHED"
     assert mlflow.get_run(run.info.run_id).info.run_name == "mlp"
+    # opens on the training-runs view in `mlflow ui`
+    assert mlflow.get_experiment_by_name("exp").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_environment_uri_wins(tmp_path, monkeypatch):

@@ -119,6 +119,9 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
     tables = build_tables(inputs)
     overview, per_arch = make_figures(inputs, paths)
     run_ids = {e["arch"]: e["run_id"] for e in inputs.entries}
+    tracking.configure(root)
+    for arch, arch_run_id in run_ids.items():  # fail before any work if the store lost a training run
+        tracking.existing_run(MlflowClient(), arch_run_id, paths.models_dir / arch / "run.json")
     tags = tracking.base_tags("report", root=root)
     tags.update({"profile": settings.profile, "fmnist.training_runs": ",".join(run_ids.values())})
     with tracking.tracked_run(settings.experiment, run_name="report", tags=tags, root=root) as run:
