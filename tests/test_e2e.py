@@ -86,6 +86,11 @@ def test_all_stages_ran_and_a_second_repro_does_nothing(pipeline):
     raw = repo / "data" / "raw" / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(
         ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+    from torchvision.datasets import FashionMNIST
+
+    test_set = FashionMNIST(root=repo / "data" / "raw", train=False, download=False)
+    with np.load(repo / "data" / "prepared" / "test.npz") as prepared:
+        assert len(test_set) == 10000 and np.array_equal(test_set.data.numpy(), prepared["x"])
 
 
 def test_mlflow_runs_hold_recipe_tags_and_per_epoch_metrics(pipeline):
