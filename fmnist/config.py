@@ -198,12 +198,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(tp):
             try:
                 return _convert(value, option, key)
-            except ConfigError as err:
-                errors.append(err)
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
     if origin is Literal:
         allowed = typing.get_args(tp)

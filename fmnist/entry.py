@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -28,10 +29,13 @@ def load(args: argparse.Namespace) -> Params:
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """Run a stage; user errors print one clear line and exit 2 instead of a traceback."""
+    """Run a stage; user errors print one clear line and exit 2 instead of a traceback
+    (FMNIST_DEBUG=1 shows the traceback too)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main()
     except USER_ERRORS as err:
+        if os.environ.get("FMNIST_DEBUG"):
+            raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
