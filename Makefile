@@ -30,6 +30,7 @@ system-deps:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements.lock
+	@python3 -c "import ensurepip" 2>/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv; }
 	python3 -m venv $(VENV)
 	$(PIP) install -q -r requirements.lock
 	$(PIP) install -q --no-deps -e .
@@ -40,10 +41,10 @@ lock:
 	$(PIP) freeze --exclude-editable | grep -v '^fmnist' > requirements.lock
 
 # Both set `profile:` in params.yaml, so params, dvc.lock and the outputs always agree.
-quick: venv
+quick: setup
 	$(PY) -m fmnist.cli pipeline quick
 
-run: venv
+run: setup
 	$(PY) -m fmnist.cli pipeline full
 
 # The key params and metrics of every DVC experiment, one row each.
@@ -51,8 +52,8 @@ exps: venv
 	$(VENV)/bin/dvc exp show --no-pager --drop '.*' \
 		--keep '^(Experiment|Created|profile|champion_val_acc)$$|^[a-z0-9_]+\.(test_acc|train_seconds)$$|^recipes\..*\.(epochs|train_subset)$$'
 
-test: venv
+test: setup
 	$(PY) -m pytest -q
 
-test-fast: venv
+test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
