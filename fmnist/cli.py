@@ -64,10 +64,12 @@ def print_tables(tracking_uri: str | None, experiment: str, run_id: str | None, 
     from fmnist.reporting.sources import find_report_run, from_mlflow
     from fmnist.reporting.tables import build_tables
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    else:
-        tracking.configure()
+    uri = tracking_uri or tracking.configure()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        # A read-only command: do not let MLflow create an empty database at a mistyped path.
+        raise ValueError(f"no MLflow database at {uri.removeprefix('sqlite:///')}; pass --tracking-uri "
+                         "or run from the project root")
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     report_run = find_report_run(client, experiment, run_id)
     tables = build_tables(from_mlflow(client, report_run))

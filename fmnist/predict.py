@@ -16,6 +16,11 @@ SIZE = 28
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     """Any image -> uint8 [28, 28]: grayscale, light object on a black background, centred, aspect kept."""
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float: rescale, do not clip
+        values = np.asarray(image, dtype=np.float64)
+        span = values.max() - values.min()
+        scaled = (values - values.min()) * (255.0 / span) if span > 0 else np.zeros_like(values)
+        image = Image.fromarray(scaled.round().astype(np.uint8))
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -25,7 +30,10 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     if np.median(border) > 127:  # photos are dark-on-light; Fashion-MNIST is light-on-black
         gray = 255 - gray
     picture = Image.fromarray(gray)
-    picture.thumbnail((SIZE, SIZE), Image.Resampling.LANCZOS)
+    if picture.size != (SIZE, SIZE):  # fit the longer side to 28, enlarging small images too
+        scale = SIZE / max(picture.size)
+        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
     canvas = Image.new("L", (SIZE, SIZE), 0)
     canvas.paste(picture, ((SIZE - picture.width) // 2, (SIZE - picture.height) // 2))
     return np.asarray(canvas, dtype=np.uint8)
@@ -37,7 +45,7 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return to_fashion_mnist(image)
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read it as an image ({err})") from err
 
 

@@ -132,6 +132,9 @@ def test_report_names_its_training_runs(pipeline):
     report_run = runs["report"]
     ids = {arch: runs[arch].info.run_id for arch in ("mlp", "cnn4")}
     assert report_run.data.tags["fmnist.training_runs"] == f"{ids['mlp']},{ids['cnn4']}"
+    behind = mlflow.search_runs(experiment_names=["fmnist-quick"], output_format="list",
+                                filter_string=f"tags.`fmnist.report.{report_run.info.run_id}` = 'true'")
+    assert sorted(r.info.run_id for r in behind) == sorted(ids.values())
     assert json.loads((repo / "reports" / "run.json").read_text())["training_runs"] == ids
     text = (repo / "reports" / "report.md").read_text()
     for arch, run_id in ids.items():
@@ -160,6 +163,14 @@ def test_tables_rebuilt_from_mlflow_alone_match_the_report_stage(pipeline, tmp_p
     text = sh(sys.executable, "-m", "fmnist.cli", "tables", "--tracking-uri", uri, "--experiment", "fmnist-quick",
               cwd=tmp_path, env=env)
     assert "## Leaderboard" in text and "### cnn4" in text and "diminishing returns" in text
+    training_run = runs_by_name(repo)["mlp"].info.run_id
+    for args, message in ((["--run-id", "0" * 32], "no run 000"), (["--run-id", training_run], "is not a report run"),
+                          (["--tracking-uri", f"sqlite:///{tmp_path / 'typo.db'}"], "no MLflow database at")):
+        bad = subprocess.run([sys.executable, "-m", "fmnist.cli", "tables", "--tracking-uri", uri,
+                              "--experiment", "fmnist-quick", *args], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_html_report_renders_in_a_real_browser(pipeline, tmp_path):

@@ -23,6 +23,16 @@ def test_fashion_mnist_style_image_passes_through_unchanged():
     np.testing.assert_array_equal(to_fashion_mnist(Image.fromarray(image)), image)
 
 
+def test_small_images_are_enlarged_and_16_bit_ones_rescaled():
+    small = np.zeros((14, 7), np.uint8)
+    small[2:12, 2:5] = 200  # a light object 10 pixels tall on black
+    out = to_fashion_mnist(Image.fromarray(small))
+    assert (out > 100).sum(axis=0).max() >= 18  # enlarged 2x, not pasted at 10 pixels
+    wide = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    out16 = to_fashion_mnist(Image.fromarray(wide, "I;16"))
+    assert out16.max() > 200 and (out16 > 0).mean() > 0.5  # not clipped to black
+
+
 def test_transparent_background_counts_as_background():
     rgba = np.zeros((40, 40, 4), np.uint8)
     rgba[10:30, 10:30] = (20, 20, 20, 255)  # opaque dark square, the rest fully transparent

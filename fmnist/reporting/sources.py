@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
 from fmnist.io import read_json
 from fmnist.reporting.tables import HISTORY_COLUMNS, ReportInputs, StopRule
@@ -35,16 +36,27 @@ def from_outputs(architectures: list[str], tolerance: float, models_dir: Path, t
 
 def find_report_run(client: MlflowClient, experiment: str, run_id: str | None = None) -> Run:
     """The report run `run_id`, or the latest finished report run of `experiment`."""
-    if run_id:
-        run = client.get_run(run_id)
-        if run.data.tags.get("fmnist.stage") != REPORT_STAGE:
-            raise ValueError(f"run {run_id} is not a report run (its fmnist.stage tag is "
-                             f"{run.data.tags.get('fmnist.stage')!r}); pass the id of a run named 'report'")
-        return run
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = ", ".join(e.name for e in client.search_experiments()) or "(none)"
         raise ValueError(f"no MLflow experiment '{experiment}' at this tracking URI; experiments here: {names}")
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as err:
+            raise ValueError(f"no run {run_id} at this tracking URI; leave out --run-id for the latest "
+                             "report run") from err
+        problem = None
+        if run.data.tags.get("fmnist.stage") != REPORT_STAGE:
+            problem = f"is not a report run (its fmnist.stage tag is {run.data.tags.get('fmnist.stage')!r})"
+        elif run.info.experiment_id != exp.experiment_id:
+            problem = f"belongs to another experiment than '{experiment}'"
+        elif run.info.status != "FINISHED":
+            problem = f"did not finish (status {run.info.status}), so its tables are incomplete"
+        if problem:
+            raise ValueError(f"run {run_id} {problem}; pass the id of a finished run named 'report' "
+                             f"in '{experiment}', or leave out --run-id for the latest")
+        return run
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`fmnist.stage` = '{REPORT_STAGE}' "
                               "and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                               max_results=1)

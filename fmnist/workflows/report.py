@@ -87,12 +87,25 @@ def make_figures(inputs: ReportInputs, paths: ReportPaths) -> tuple[list[Image],
     return overview, per_arch
 
 
+def report_tag(report_run_id: str) -> str:
+    return f"fmnist.report.{report_run_id}"
+
+
+def report_filter(report_run_id: str) -> str:
+    """The MLflow search that selects the training runs behind one report."""
+    return f"tags.`{report_tag(report_run_id)}` = 'true'"
+
+
 def register_champion(client: MlflowClient, entries: list[dict], name: str, report_run_id: str) -> dict:
-    """Register the best model by validation accuracy and point the `champion` alias at it."""
+    """Register the best model by validation accuracy (once per run) and point `champion` at it."""
     best = max(entries, key=lambda e: (e["best_val_acc"], -e["num_params"]))
-    version = mlflow.register_model(f"runs:/{best['run_id']}/model", name,
-                                    tags={"arch": best["arch"], "report_run_id": report_run_id,
-                                          "best_val_acc": str(best["best_val_acc"])})
+    existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == best["run_id"]]
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+    else:
+        version = mlflow.register_model(f"runs:/{best['run_id']}/model", name,
+                                        tags={"arch": best["arch"], "best_val_acc": str(best["best_val_acc"])})
+    client.set_model_version_tag(name, version.version, "report_run_id", report_run_id)
     client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
     return {"name": name, "version": int(version.version), "alias": CHAMPION_ALIAS, "arch": best["arch"],
             "run_id": best["run_id"], "best_val_acc": best["best_val_acc"],
@@ -116,12 +129,12 @@ def leaderboard_csv(rows: list[dict]) -> str:
 def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path(".")) -> dict:
     inputs = from_outputs(settings.architectures, settings.tolerance, paths.models_dir, paths.train_metrics_dir,
                           paths.eval_metrics_dir, paths.history_dir)
-    tables = build_tables(inputs)
-    overview, per_arch = make_figures(inputs, paths)
     run_ids = {e["arch"]: e["run_id"] for e in inputs.entries}
     tracking.configure(root)
     for arch, arch_run_id in run_ids.items():  # fail before any work if the store lost a training run
         tracking.existing_run(MlflowClient(), arch_run_id, paths.models_dir / arch / "run.json")
+    tables = build_tables(inputs)
+    overview, per_arch = make_figures(inputs, paths)
     tags = tracking.base_tags("report", root=root)
     tags.update({"profile": settings.profile, "fmnist.training_runs": ",".join(run_ids.values())})
     with tracking.tracked_run(settings.experiment, run_name="report", tags=tags, root=root) as run:
@@ -129,8 +142,8 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
         blocks = [
             Text(f"MLflow experiment `{settings.experiment}` (profile `{settings.profile}`), report run "
                  f"`{report_run_id}`. Every number below was measured by the training runs listed in the "
-                 "leaderboard; in the MLflow UI, filter with "
-                 f"`tags.fmnist.report_run_id = \"{report_run_id}\"` to select exactly those runs."),
+                 "leaderboard; in the MLflow UI, search "
+                 f"`{report_filter(report_run_id)}` to select exactly those runs."),
             *leaderboard_blocks(tables),
             Heading("Learning curves and per-class results"), *overview,
             *epoch_table_blocks(tables, per_arch),
@@ -139,18 +152,21 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
         page = to_html(blocks, TITLE)
         client = MlflowClient()
         for arch_run_id in run_ids.values():
-            client.set_tag(arch_run_id, "fmnist.report_run_id", report_run_id)
-        champion = register_champion(client, inputs.entries, settings.registered_model, report_run_id)
+            # One tag per report, never overwritten: DVC reuses training runs across reports.
+            client.set_tag(arch_run_id, report_tag(report_run_id), "true")
+            client.set_tag(arch_run_id, "fmnist.report_run_id", report_run_id)  # the latest report
         mlflow.log_params({"architectures": ",".join(settings.architectures),
                            "diminishing_returns_tolerance": settings.tolerance,
                            **{f"run_id.{arch}": rid for arch, rid in run_ids.items()}})
-        mlflow.set_tags({"champion": champion["uri"], "champion_version": str(champion["version"])})
         mlflow.log_text(markdown, "report/report.md")
         mlflow.log_text(page, "report/report.html")
         mlflow.log_text(leaderboard_csv(tables.leaderboard), "report/leaderboard.csv")
         mlflow.log_dict(tables.to_dict(), "report/tables.json")
         mlflow.log_artifacts(str(paths.out_dir / "figures"), "report/figures")
         mlflow.log_artifacts(str(paths.eval_figures_dir), "report/eval")  # report.md links these
+        # Last, so a report that failed on the way never moves the alias.
+        champion = register_champion(client, inputs.entries, settings.registered_model, report_run_id)
+        mlflow.set_tags({"champion": champion["uri"], "champion_version": str(champion["version"])})
     atomic_write_text(paths.out_dir / "report.md", markdown)
     atomic_write_text(paths.out_dir / "report.html", page)
     atomic_write_text(paths.out_dir / "leaderboard.csv", leaderboard_csv(tables.leaderboard))
