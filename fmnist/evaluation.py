@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from fmnist.models.wrapper import pixels_to_input
+
 
 @dataclass
 class TestReport:
@@ -24,6 +26,13 @@ class TestReport:
         wrong = np.flatnonzero(self.predictions != labels)
         confidence = self.probabilities[wrong, self.predictions[wrong]]
         return wrong[np.argsort(-confidence, kind="stable")][:limit]
+
+
+@torch.no_grad()
+def pixel_logits(model: torch.nn.Module, x_uint8: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of a NormalizedClassifier-style model for uint8 images [N, 28, 28], in batches."""
+    return torch.cat([model(pixels_to_input(x_uint8[start:start + batch_size])).float()
+                      for start in range(0, len(x_uint8), batch_size)])
 
 
 def score_predictions(logits: torch.Tensor, labels: np.ndarray, class_names: list[str]) -> TestReport:

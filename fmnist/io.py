@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -56,6 +57,19 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def csv_text(header: list[str], rows: Iterable[Sequence]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def dict_csv_text(rows: Iterable[dict], columns: list[str]) -> str:
+    """CSV of `columns` from dict rows; a missing key is an empty cell."""
+    return csv_text(columns, ([row.get(c) for c in columns] for row in rows))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -64,10 +64,9 @@ def classify(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(class index, probability) per uint8 image, for a model taking [N, 1, 28, 28] in [0, 1]."""
     import torch
 
-    with torch.no_grad():
-        x = torch.from_numpy(images).float().div(255.0).unsqueeze(1)
-        probabilities = torch.softmax(model(x).float(), dim=1)
-    best = probabilities.max(dim=1)
+    from fmnist.evaluation import pixel_logits
+
+    best = torch.softmax(pixel_logits(model, images), dim=1).max(dim=1)
     return best.indices.numpy(), best.values.numpy()
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import synthetic_images
-from fmnist.config import BudgetConfig, EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig
+from fmnist.config import EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model

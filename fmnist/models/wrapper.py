@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+
+def pixels_to_input(x_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 images [N, 28, 28] -> the classifier's input: float32 [N, 1, 28, 28] in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(x_uint8)).float().div(255.0).unsqueeze(1)
 
 
 class NormalizedClassifier(nn.Module):

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from mlflow import MlflowClient
-import torch
 
 from fmnist import tracking
 from fmnist.checkpoint import classifier_from_checkpoint, load_checkpoint
 from fmnist.config import Params
 from fmnist.data.prepare import load_arrays
-from fmnist.evaluation import TestReport, score_predictions
-from fmnist.io import atomic_write_text, read_json, write_json
+from fmnist.evaluation import TestReport, pixel_logits, score_predictions
+from fmnist.io import atomic_write_text, csv_text, dict_csv_text, read_json, write_json
 from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 
 
@@ -30,41 +27,20 @@ class EvalPaths:
     figures_dir: Path  # confusion.png, misclassified.png, per_class.csv
 
 
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, x_uint8: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
-    out = []
-    for start in range(0, len(x_uint8), batch_size):
-        batch = torch.from_numpy(x_uint8[start:start + batch_size]).float().div(255.0).unsqueeze(1)
-        out.append(model(batch))
-    return torch.cat(out)
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()
 
 
 def _confusion_rows(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["actual", "predicted"])
-    writer.writerows((names[a], names[p]) for a, p in zip(labels, predictions))
-    return buf.getvalue()
+    return csv_text(["actual", "predicted"], ((names[a], names[p]) for a, p in zip(labels, predictions)))
 
 
 def _per_class_csv(report: TestReport) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["class", "precision", "recall", "f1", "support"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(report.per_class)
-    return buf.getvalue()
+    return dict_csv_text(report.per_class, ["class", "precision", "recall", "f1", "support"])
 
 
 def _matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["true \\ predicted", *names])
-    writer.writerows([name, *map(int, row)] for name, row in zip(names, matrix))
-    return buf.getvalue()
+    return csv_text(["true \\ predicted", *names], ([name, *map(int, row)] for name, row in zip(names, matrix)))
 
 
 def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> dict:
@@ -77,7 +53,7 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     test = load_arrays(paths.test_file)
     names = ckpt["class_names"]
     model = classifier_from_checkpoint(ckpt)
-    report = score_predictions(predict_logits(model, test.x), test.y, names)
+    report = score_predictions(pixel_logits(model, test.x), test.y, names)
 
     # Per-class figures go to per_class.csv: the metrics file stays one readable row for `dvc metrics show`.
     metrics = {"test_loss": report.loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1}

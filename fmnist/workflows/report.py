@@ -5,7 +5,6 @@ and register the best model by validation accuracy as the `champion`."""
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from fmnist import tracking
-from fmnist.io import atomic_write_text, write_json
+from fmnist.io import atomic_write_text, dict_csv_text, write_json
 from fmnist.reporting.figures import (accuracy_vs_time_figure, learning_curves_figure, per_class_f1_figure,
                                       save_figure, unit_weights_figure)
 from fmnist.reporting.render import (Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html,
@@ -118,14 +117,6 @@ def summary_metrics(board: list[dict], champion: dict) -> dict:
     return {**per_arch, "champion_val_acc": champion["best_val_acc"]}
 
 
-def leaderboard_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path(".")) -> dict:
     inputs = from_outputs(settings.architectures, settings.tolerance, paths.models_dir, paths.train_metrics_dir,
                           paths.eval_metrics_dir, paths.history_dir)
@@ -150,6 +141,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
         ]
         markdown = to_markdown([Heading(TITLE, 1), *blocks], paths.out_dir)
         page = to_html(blocks, TITLE)
+        board_csv = dict_csv_text(tables.leaderboard, LEADERBOARD_COLUMNS)
         client = MlflowClient()
         for arch_run_id in run_ids.values():
             # One tag per report, never overwritten: DVC reuses training runs across reports.
@@ -160,7 +152,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
                            **{f"run_id.{arch}": rid for arch, rid in run_ids.items()}})
         mlflow.log_text(markdown, "report/report.md")
         mlflow.log_text(page, "report/report.html")
-        mlflow.log_text(leaderboard_csv(tables.leaderboard), "report/leaderboard.csv")
+        mlflow.log_text(board_csv, "report/leaderboard.csv")
         mlflow.log_dict(tables.to_dict(), "report/tables.json")
         mlflow.log_artifacts(str(paths.out_dir / "figures"), "report/figures")
         mlflow.log_artifacts(str(paths.eval_figures_dir), "report/eval")  # report.md links these
@@ -169,7 +161,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
         mlflow.set_tags({"champion": champion["uri"], "champion_version": str(champion["version"])})
     atomic_write_text(paths.out_dir / "report.md", markdown)
     atomic_write_text(paths.out_dir / "report.html", page)
-    atomic_write_text(paths.out_dir / "leaderboard.csv", leaderboard_csv(tables.leaderboard))
+    atomic_write_text(paths.out_dir / "leaderboard.csv", board_csv)
     write_json(paths.out_dir / "tables.json", tables.to_dict())
     write_json(paths.out_dir / "champion.json", champion)
     write_json(paths.summary_metrics, summary_metrics(tables.leaderboard, champion))

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import torch
 
 from fmnist import tracking
 from fmnist.checkpoint import save_checkpoint
 from fmnist.config import Params, to_flat_dict
-from fmnist.data.prepare import Arrays, load_arrays, stratified_subset
+from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.data.tensors import DeviceDataset, Normalizer
-from fmnist.io import atomic_write_text, file_sha256, read_json, write_json
+from fmnist.io import atomic_write_text, dict_csv_text, file_sha256, read_json, write_json
 from fmnist.models import create_model, init_weights
-from fmnist.models.wrapper import NormalizedClassifier
+from fmnist.models.wrapper import NormalizedClassifier, pixels_to_input
 from fmnist.reporting.tables import HISTORY_COLUMNS
 from fmnist.training.loop import fit, resolve_device, seed_everything
 from fmnist.training.probes import UnitWeightRecorder, first_pixel_layer
@@ -34,12 +32,7 @@ class TrainPaths:
 
 
 def history_csv(history: list[dict]) -> str:
-    columns = [c for c in HISTORY_COLUMNS if any(c in row for row in history)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buf.getvalue()
+    return dict_csv_text(history, [c for c in HISTORY_COLUMNS if any(c in row for row in history)])
 
 
 def recipe_params(params: Params, arch: str, device: torch.device, sizes: dict[str, int], num_params: int) -> dict:
@@ -51,6 +44,13 @@ def recipe_params(params: Params, arch: str, device: torch.device, sizes: dict[s
                  "deterministic": params.train.deterministic, "device": str(device),
                  "num_params": num_params, **{f"n_{k}": v for k, v in sizes.items()}})
     return flat
+
+
+def stop_rule(recipe) -> dict:
+    """The early-stopping rule the report restates (whether training actually stops is not part of it)."""
+    rule = dataclasses.asdict(recipe.early_stopping)
+    rule.pop("stop")
+    return rule
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -85,7 +85,8 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
     tags.update({"arch": arch, "profile": params.profile})
     with tracking.tracked_run(params.experiment, run_name=arch, tags=tags, root=root) as run:
         sizes = {name: len(a) for name, a in arrays.items()}
-        tracking.log_params(recipe_params(params, arch, device, sizes, count_parameters(net)))
+        num_params = count_parameters(net)
+        tracking.log_params(recipe_params(params, arch, device, sizes, num_params))
         layer = first_pixel_layer(net)
         recorder = UnitWeightRecorder(layer) if layer is not None else None
 
@@ -99,13 +100,13 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
         if recorder is not None:
             mlflow.log_artifact(str(recorder.save(paths.model_dir / "unit_weights.npz")), "probes")
         net.load_state_dict(result.best_state)
-        summary = _summary(arch, result, count_parameters(net))
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+        summary = _summary(arch, result, num_params)
+        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         save_checkpoint(paths.model_dir / "model.pt", arch=arch, model_kwargs=recipe.model,
                         num_classes=num_classes, state_dict=net.cpu().state_dict(), mean=stats["mean"],
                         std=stats["std"], class_names=stats["classes"], run_id=run.info.run_id)
         classifier = NormalizedClassifier(net.cpu().eval(), stats["mean"], stats["std"], stats["classes"])
-        example = (arrays["val"].x[:4].astype(np.float32) / 255.0)[:, None]
+        example = pixels_to_input(arrays["val"].x[:4]).numpy()
         tracking.log_classifier(classifier, example)
         history = history_csv(result.history)
         atomic_write_text(paths.history_file, history)
@@ -113,9 +114,7 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
         write_json(paths.metrics_file, summary)
         write_json(paths.model_dir / "run.json", {"run_id": run.info.run_id, "experiment": params.experiment,
                                                   "arch": arch, "tracking_uri": mlflow.get_tracking_uri(),
-                                                  "early_stopping": {"monitor": recipe.early_stopping.monitor,
-                                                                     "patience": recipe.early_stopping.patience,
-                                                                     "min_delta": recipe.early_stopping.min_delta}})
+                                                  "early_stopping": stop_rule(recipe)})
     return summary
 
 
