@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick run exps test test-fast lock
+.PHONY: help setup system-deps venv quick run exps test test-fast lock bench
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
@@ -14,6 +14,7 @@ help:
 	@echo "make run      dvc repro: the full benchmark recipe (meant for a GPU)"
 	@echo "make exps     key params and metrics of every DVC experiment (dvc exp show)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
+	@echo "make bench    benchmark our data path against torchvision + DataLoader, and MLflow's logging cost (docs/benchmarks.md)"
 
 setup: system-deps venv
 
@@ -57,3 +58,7 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
+
+# Our data path against the standard torchvision + DataLoader one, on this machine; run it on a quiet one.
+bench: venv
+	$(PY) benchmarks/bench_datapath.py --out docs/benchmarks.md

@@ -78,17 +78,48 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    name: Literal["none", "plateau", "step", "cosine"] = "none"
-    factor: float = _spec(0.1, lo=0, hi=1, lo_open=True, hi_open=True)
-    patience: int = _spec(2, lo=0)
-    step_size: int = _spec(10, lo=1)
-    min_lr: float = _spec(0.0, lo=0)
+    """Learning-rate schedule. onecycle and cyclic step every batch, the others once per epoch."""
+
+    name: Literal["none", "plateau", "step", "multistep", "cosine", "onecycle", "cyclic"] = "none"
+    factor: float = _spec(0.1, lo=0, hi=1, lo_open=True, hi_open=True)  # plateau, step, multistep
+    patience: int = _spec(2, lo=0)  # plateau
+    step_size: int = _spec(10, lo=1)  # step: epochs between reductions
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs after which lr *= factor
+    min_lr: float = _spec(0.0, lo=0)  # plateau, cosine
+    max_lr: float | None = _spec(None, lo=0, lo_open=True)  # onecycle peak; cyclic upper bound
+    pct_start: float = _spec(0.25, lo=0, hi=1, lo_open=True, hi_open=True)  # onecycle: share of steps warming up
+    cycle_epochs: float = _spec(2.0, lo=0, lo_open=True)  # cyclic: epochs per half cycle (base -> max)
+
+
+@dataclass(frozen=True)
+class SwaConfig:
+    """Stochastic weight averaging over the last part of the budget (Izmailov et al., 2018)."""
+
+    enabled: bool = False
+    start: float = _spec(0.75, lo=0, hi=1, hi_open=True)  # share of the epochs before averaging starts
+    lr: float = _spec(0.01, lo=0, lo_open=True)  # constant SWA learning rate, reached by annealing
+    anneal_epochs: int = _spec(1, lo=0)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Two-phase transfer: train the head on a frozen backbone, then unfreeze `stages` with a small lr."""
+
+    enabled: bool = False
+    start: float = _spec(0.3, lo=0, hi=1, lo_open=True, hi_open=True)  # share of the epochs for phase 1
+    lr: float = _spec(1e-5, lo=0, lo_open=True)
+    stages: list[str] = field(default_factory=lambda: ["layer3", "layer4"])
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    hflip: float = _spec(0.0, lo=0, hi=1)
-    translate: int = _spec(0, lo=0, hi=8)
+    """Whole-batch tensor augmentation of training images (never of validation or test images)."""
+
+    hflip: float = _spec(0.0, lo=0, hi=1)  # probability of a horizontal flip
+    translate: int = _spec(0, lo=0, hi=8)  # random shift up to this many pixels = random crop with zero padding
+    zoom: float = _spec(0.0, lo=0, hi=0.5)  # random scale in [1 - zoom, 1 + zoom], about the centre
+    erasing: float = _spec(0.0, lo=0, hi=1)  # probability of erasing one random rectangle (Zhong et al.)
+    erasing_max_area: float = _spec(0.33, lo=0.02, hi=1)  # largest erased share of the image
 
 
 @dataclass(frozen=True)
@@ -105,6 +136,12 @@ class BudgetConfig:
 
     epochs: int = _spec(10, lo=1)
     train_subset: int | None = _spec(None, lo=100)
+    # Validation and test images scored (stratified subset): big networks on a CPU spend most of a quick
+    # run evaluating otherwise. null = all; the report and metrics state how many were used.
+    eval_subset: int | None = _spec(None, lo=100)
+    # Model options for this budget only, over the recipe's `model` (e.g. a narrower network, or no
+    # pretrained weights, for the quick smoke run); logged with the run like every option.
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,11 +154,22 @@ class RecipeConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    label_smoothing: float = _spec(0.0, lo=0, hi=1, hi_open=True)
+    grad_clip: float | None = _spec(None, lo=0, lo_open=True)  # max gradient norm; null = no clipping
+    swa: SwaConfig = field(default_factory=SwaConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16 autocast needs CUDA; auto = bf16 on CUDA only
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the network for training
+    tta_flip: bool = False  # average the logits of each image and its mirror at evaluation
     full: BudgetConfig = field(default_factory=BudgetConfig)
     quick: BudgetConfig = field(default_factory=lambda: BudgetConfig(epochs=1))
 
     def budget(self, profile: str) -> BudgetConfig:
         return self.quick if profile == "quick" else self.full
+
+    def model_options(self, profile: str) -> dict[str, Any]:
+        return {**self.model, **self.budget(profile).model}
 
 
 @dataclass(frozen=True)
@@ -293,7 +341,7 @@ def parse_params(data: dict) -> Params:
 
 
 def _check_cross_fields(params: Params) -> None:
-    from fmnist.models import check_model_options, list_models  # the registry is the list of allowed architectures
+    from fmnist.models import check_model_options, list_models, model_info  # the registry lists the architectures
 
     known = list_models()
     if not params.architectures or len(set(params.architectures)) != len(params.architectures):
@@ -311,18 +359,68 @@ def _check_cross_fields(params: Params) -> None:
         key = f"recipes.{arch}"
         if arch not in known:
             raise ConfigError(f"{key}: unknown architecture '{arch}'; known architectures: {', '.join(known)}")
-        problem = check_model_options(arch, recipe.model)
-        if problem:
-            raise ConfigError(f"{key}.model: {problem}")
+        for where, options in (("model", recipe.model), ("full.model", recipe.model_options("full")),
+                               ("quick.model", recipe.model_options("quick"))):
+            problem = check_model_options(arch, options)
+            if problem:
+                raise ConfigError(f"{key}.{where}: {problem}")
         if recipe.optimizer.nesterov and (recipe.optimizer.name != "sgd" or recipe.optimizer.momentum <= 0):
             raise ConfigError(f"{key}.optimizer.nesterov: Nesterov momentum needs name: sgd and momentum > 0")
-        if recipe.scheduler.name == "plateau" and recipe.early_stopping.monitor not in ("val_acc", "val_loss"):
-            raise ConfigError(f"{key}.scheduler: plateau follows early_stopping.monitor, use val_acc or val_loss")
+        _check_recipe(key, model_info(arch), recipe, params.train)
     classes = params.preprocess.classes
     if classes is not None:
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
             raise ConfigError(f"preprocess.classes: got {classes!r}, expected null (all 10 classes) "
                               "or at least two distinct class indices between 0 and 9")
+
+
+TORCH_ONLY_FIELDS = ("init", "batch_size", "eval_batch_size", "optimizer", "scheduler", "augment", "early_stopping",
+                     "label_smoothing", "grad_clip", "swa", "finetune", "precision", "channels_last", "compile",
+                     "tta_flip")
+
+
+def _check_recipe(key: str, info: Any, recipe: RecipeConfig, train: TrainConfig) -> None:
+    """Combinations of recipe options that cannot run together, rejected before any work."""
+    if info.kind == "sklearn":
+        default = RecipeConfig()
+        changed = [f for f in TORCH_ONLY_FIELDS if getattr(recipe, f) != getattr(default, f)]
+        if changed:
+            raise ConfigError(f"{key}.{changed[0]}: '{info.name}' is a scikit-learn baseline; only model, full "
+                              "and quick apply to it. Remove this key.")
+        return
+    opt, sched = recipe.optimizer, recipe.scheduler
+    pretrained = any(recipe.model_options(p).get("pretrained", "pretrained" in info.options) for p in PROFILES)
+    if recipe.init != "default" and pretrained:
+        raise ConfigError(f"{key}.init: '{recipe.init}' would overwrite the pretrained weights of '{info.name}'; "
+                          "use init: default, or model.pretrained: false")
+    if opt.nesterov and (opt.name != "sgd" or opt.momentum <= 0):
+        raise ConfigError(f"{key}.optimizer.nesterov: Nesterov momentum needs name: sgd and momentum > 0")
+    if opt.momentum > 0 and opt.name != "sgd":
+        raise ConfigError(f"{key}.optimizer.momentum: only sgd takes momentum; {opt.name} uses its own betas")
+    if sched.name in ("onecycle", "cyclic") and (sched.max_lr is None or sched.max_lr <= opt.lr):
+        what = "peak" if sched.name == "onecycle" else "upper bound"
+        raise ConfigError(f"{key}.scheduler.max_lr: {sched.name} needs max_lr (its {what}) above optimizer.lr "
+                          f"({opt.lr}); got {sched.max_lr}")
+    if sched.name == "multistep" and (not sched.milestones or sched.milestones != sorted(set(sched.milestones))
+                                      or sched.milestones[0] < 1):
+        raise ConfigError(f"{key}.scheduler.milestones: multistep needs increasing epochs >= 1; "
+                          f"got {sched.milestones}")
+    if recipe.swa.enabled and recipe.early_stopping.stop:
+        raise ConfigError(f"{key}.swa: SWA averages the weights up to the last epoch; set early_stopping.stop: "
+                          "false (the stopping point is still recorded)")
+    if recipe.finetune.enabled:
+        if not info.finetune:
+            raise ConfigError(f"{key}.finetune: '{info.name}' has no frozen backbone to fine-tune; finetune "
+                              "applies to transfer models (e.g. resnet50_transfer)")
+        if recipe.swa.enabled:
+            raise ConfigError(f"{key}.swa: SWA and a fine-tuning phase cannot be combined; disable one of them")
+    if recipe.precision == "bf16" and train.device == "cpu":
+        raise ConfigError(f"{key}.precision: bf16 autocast is for CUDA devices but train.device is cpu; "
+                          "use fp32, or auto (bf16 on CUDA, fp32 on the CPU)")
+    for name, budget in (("full", recipe.full), ("quick", recipe.quick)):
+        if recipe.batch_size > (budget.train_subset or 60000):
+            raise ConfigError(f"{key}.batch_size: {recipe.batch_size} is larger than {name}.train_subset "
+                              f"({budget.train_subset})")
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

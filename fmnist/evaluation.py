@@ -29,9 +29,11 @@ class TestReport:
 
 
 @torch.no_grad()
-def pixel_logits(model: torch.nn.Module, x_uint8: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of a NormalizedClassifier-style model for uint8 images [N, 28, 28], in batches."""
-    return torch.cat([model(pixels_to_input(x_uint8[start:start + batch_size])).float()
+def pixel_logits(model: torch.nn.Module, x_uint8: np.ndarray, batch_size: int = 1000,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits (on the CPU) of a NormalizedClassifier-style model for uint8 images [N, 28, 28], in batches
+    on `device`."""
+    return torch.cat([model(pixels_to_input(x_uint8[start:start + batch_size]).to(device)).float().cpu()
                       for start in range(0, len(x_uint8), batch_size)])
 
 

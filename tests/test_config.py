@@ -24,7 +24,7 @@ def test_repo_params_load_and_every_architecture_has_a_recipe():
     (lambda d: d["train"].update(devise="cpu"), "train.devise: unknown key in train; allowed keys: seed, device"),
     (lambda d: d.update(epochs=3), "epochs: unknown key in params.yaml; allowed keys: profile"),
     (lambda d: d.update(architectures=["mlp", "vgg99"]), "architectures[1]: unknown architecture 'vgg99'; "
-                                                          "known architectures: cnn4, mlp"),
+                                                          "known architectures: basic_cnn, cnn1, cnn3, cnn4"),
     (lambda d: d["recipes"]["mlp"].update(batch_size="big"), "recipes.mlp.batch_size: got 'big', expected an integer"),
     (lambda d: d["recipes"]["mlp"]["optimizer"].update(name="rmsprop"),
      "recipes.mlp.optimizer.name: got 'rmsprop', allowed values: adam, adamw, sgd"),
@@ -50,6 +50,37 @@ def test_bad_params_name_the_key_and_the_allowed_values(edit, message):
     assert message in str(err.value)
 
 
+def _recipe(d, arch="cnn4", **changes):
+    d["recipes"].setdefault(arch, {}).update(changes)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: _recipe(d, optimizer={"name": "adam", "lr": 0.001, "momentum": 0.9}),
+     "recipes.cnn4.optimizer.momentum: only sgd takes momentum"),
+    (lambda d: _recipe(d, scheduler={"name": "onecycle"}), "recipes.cnn4.scheduler.max_lr: onecycle needs max_lr"),
+    (lambda d: _recipe(d, scheduler={"name": "cyclic", "max_lr": 0.0001}),
+     "cyclic needs max_lr (its upper bound) above optimizer.lr"),
+    (lambda d: _recipe(d, scheduler={"name": "multistep", "milestones": [5, 3]}),
+     "recipes.cnn4.scheduler.milestones: multistep needs increasing epochs"),
+    (lambda d: _recipe(d, swa={"enabled": True}), "recipes.cnn4.swa: SWA averages the weights up to the last epoch"),
+    (lambda d: _recipe(d, finetune={"enabled": True}), "recipes.cnn4.finetune: 'cnn4' has no frozen backbone"),
+    (lambda d: (d["train"].update(device="cpu"), _recipe(d, precision="bf16")),
+     "recipes.cnn4.precision: bf16 autocast is for CUDA devices"),
+    (lambda d: _recipe(d, precision="fp16"), "recipes.cnn4.precision: got 'fp16', allowed values: fp32, bf16, auto"),
+    (lambda d: _recipe(d, augment={"zoom": 0.9}), "recipes.cnn4.augment.zoom: got 0.9, allowed range [0, 0.5]"),
+    (lambda d: _recipe(d, label_smoothing=1.0), "recipes.cnn4.label_smoothing: got 1.0, allowed range [0, 1)"),
+    (lambda d: _recipe(d, grad_clip=0), "recipes.cnn4.grad_clip: got 0"),
+    (lambda d: _recipe(d, batch_size=30000), "recipes.cnn4.batch_size: 30000 is larger than quick.train_subset"),
+    (lambda d: _recipe(d, "sk_knn", model={}, optimizer={"name": "sgd"}),
+     "recipes.sk_knn.optimizer: 'sk_knn' is a scikit-learn baseline; only model, full and quick apply"),
+    (lambda d: _recipe(d, "sk_svc", model={"C": "big"}), "recipes.sk_svc.model: options"),
+])
+def test_invalid_recipe_combinations_fail_at_start_up(edit, message):
+    data = repo_params()
+    edit(data)
+    with pytest.raises(ConfigError) as err:
+        parse_params(data)
+    assert message in str(err.value)
 def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
     data = apply_overrides(repo_params(), ["recipes.mlp.full.epochs=2", "profile=quick"])
     params = parse_params(data)

@@ -52,11 +52,12 @@ def pipeline(tmp_path_factory):
     shutil.copytree(ROOT, repo, ignore=skip_outputs)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "quick"
-    params["architectures"] = ["mlp", "cnn4"]
+    params["architectures"] = ["mlp", "cnn4", "sk_logreg"]
     params["download"]["mirrors"] = []  # offline: the local copy only
     params["split"]["val_fraction"] = 0.05
     params["recipes"]["mlp"]["quick"] = {"epochs": 2, "train_subset": 3000}
-    params["recipes"]["cnn4"]["quick"] = {"epochs": 1, "train_subset": 500}
+    params["recipes"]["cnn4"]["quick"] = {"epochs": 1, "train_subset": 500, "eval_subset": 400}
+    params["recipes"]["sk_logreg"]["quick"] = {"train_subset": 1000, "model": {"max_iter": 30}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -96,7 +97,7 @@ def test_all_stages_ran_and_a_second_repro_does_nothing(pipeline):
 def test_mlflow_runs_hold_recipe_tags_and_per_epoch_metrics(pipeline):
     repo, env, _, _ = pipeline
     runs = runs_by_name(repo)
-    assert sorted(r.info.run_name for r in all_runs()) == ["cnn4", "mlp", "report"]  # the second repro added none
+    assert sorted(r.info.run_name for r in all_runs()) == ["cnn4", "mlp", "report", "sk_logreg"]  # the second repro added none
     assert {r.info.status for r in all_runs()} == {"FINISHED"}
     head = sh("git", "rev-parse", "HEAD", cwd=repo, env=env).strip()
     mlp = runs["mlp"]
@@ -130,8 +131,8 @@ def test_report_names_its_training_runs(pipeline):
     repo, _, _, _ = pipeline
     runs = runs_by_name(repo)
     report_run = runs["report"]
-    ids = {arch: runs[arch].info.run_id for arch in ("mlp", "cnn4")}
-    assert report_run.data.tags["fmnist.training_runs"] == f"{ids['mlp']},{ids['cnn4']}"
+    ids = {arch: runs[arch].info.run_id for arch in ("mlp", "cnn4", "sk_logreg")}
+    assert report_run.data.tags["fmnist.training_runs"] == f"{ids['mlp']},{ids['cnn4']},{ids['sk_logreg']}"
     behind = mlflow.search_runs(experiment_names=["fmnist-quick"], output_format="list",
                                 filter_string=f"tags.`fmnist.report.{report_run.info.run_id}` = 'true'")
     assert sorted(r.info.run_id for r in behind) == sorted(ids.values())
@@ -188,10 +189,10 @@ def test_html_report_renders_in_a_real_browser(pipeline, tmp_path):
     match = re.search(r'data-check="([^"]*)"', dom)
     assert match, dom[:500]
     check = json.loads(html.unescape(match.group(1)))
-    assert check["tables"] == 3  # leaderboard + one epoch table per architecture
-    assert check["rows"] == 2 + 2 + 1  # 2 leaderboard rows, mlp 2 epochs, cnn4 1 epoch
+    assert check["tables"] == 4  # leaderboard + one epoch table per architecture
+    assert check["rows"] == 3 + 2 + 1 + 1  # 3 leaderboard rows, mlp 2 epochs, cnn4 1 epoch, sk_logreg 1 fit
     # 4 overview figures, confusion + mistakes per architecture, the MLP's unit weights
-    assert len(check["images"]) == 4 + 2 * 2 + 1
+    assert len(check["images"]) == 4 + 2 * 3 + 1
     assert all(complete and natural > 0 and shown > 0 for complete, natural, shown in check["images"])
     browser("--window-size=1200,2400", f"--screenshot={tmp_path / 'report.png'}", probed.as_uri(),
             profile=tmp_path / "chrome")
@@ -205,14 +206,13 @@ def test_champion_is_served_and_predicts_like_the_evaluate_stage(pipeline):
     repo, env, _, _ = pipeline
     champion = json.loads((repo / "reports" / "champion.json").read_text())
     runs = runs_by_name(repo)
-    best = max(("mlp", "cnn4"), key=lambda a: runs[a].data.metrics["best_val_acc"])
+    best = max(("mlp", "cnn4", "sk_logreg"), key=lambda a: runs[a].data.metrics["best_val_acc"])
     assert champion["arch"] == best and champion["uri"] == "models:/fmnist-quick-classifier@champion"
     version = mlflow.MlflowClient().get_model_version_by_alias("fmnist-quick-classifier", "champion")
     assert version.run_id == runs[best].info.run_id
 
     expected = evaluate_predictions(repo, best)[:200]
-    with np.load(repo / "data" / "prepared" / "test.npz") as test:
-        images = test["x"][:200]
+    images = evaluated_test_images(repo, best)[:200]
     port = free_port()
     serve_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", champion["uri"],
@@ -240,8 +240,7 @@ def test_predict_classifies_files_and_reports_unreadable_ones(pipeline, tmp_path
     champion = json.loads((repo / "reports" / "champion.json").read_text())
     expected = evaluate_predictions(repo, champion["arch"])
     names = json.loads((repo / "data" / "prepared" / "stats.json").read_text())["classes"]
-    with np.load(repo / "data" / "prepared" / "test.npz") as test:
-        images = test["x"][:2]
+    images = evaluated_test_images(repo, champion["arch"])[:2]
     paths = [tmp_path / "a.png", tmp_path / "broken.png", tmp_path / "b.png"]
     Image.fromarray(images[0]).save(paths[0])
     paths[1].write_bytes(b"not an image")
@@ -254,6 +253,14 @@ def test_predict_classifies_files_and_reports_unreadable_ones(pipeline, tmp_path
     assert [line.split(": ")[0] for line in lines] == [str(paths[0]), str(paths[2])]
     for line, index in zip(lines, (0, 1)):
         assert line.split(": ")[1].startswith(names[expected[index]] + " (")
+
+
+def evaluated_test_images(repo: Path, arch: str) -> np.ndarray:
+    """The test images the evaluate stage scored, in its order (a stratified subset if the budget asks)."""
+    from fmnist.data.prepare import load_arrays, stratified_subset
+
+    subset = json.loads((repo / "models" / arch / "run.json").read_text())["test_subset"]
+    return stratified_subset(load_arrays(repo / "data" / "prepared" / "test.npz"), subset["size"], subset["seed"]).x
 
 
 def evaluate_predictions(repo: Path, arch: str) -> np.ndarray:

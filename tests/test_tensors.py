@@ -46,10 +46,12 @@ def test_translate_matches_a_manual_shift():
 def test_epoch_visits_every_sample_once_and_normalises():
     arrays = Arrays(np.full((10, 28, 28), 255, np.uint8), np.arange(10))
     data = DeviceDataset.from_arrays(arrays, torch.device("cpu"))
-    seen = []
+    seen, sizes = [], []
     for x, y in train_batches(data, 3, gen(), Normalizer(0.5, 0.5), BatchAugment(0.5, 1)):
         assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
         seen += y.tolist()
+        sizes.append(len(y))
     assert sorted(seen) == list(range(10))
+    assert sizes == [3, 3, 4]  # no batch of one image: batch norm could not train on it
     x, _ = next(eval_batches(data, 4, Normalizer(0.5, 0.5)))
     assert torch.allclose(x, torch.ones_like(x))

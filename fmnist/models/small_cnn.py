@@ -43,3 +43,63 @@ def qstp_cnn5(num_classes: int = 10, dropout: float = 0.1, dense_dropout: float 
         nn.Dropout(dense_dropout),
         nn.Linear(100, num_classes),
     )
+
+
+@register_model("cnn1")
+def cnn1(num_classes: int = 10) -> nn.Module:
+    """One 3x3 valid conv (32), pool, dropout 0.2, dense 64 (Keras 'Model 1'): the smallest CNN baseline."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(0.2),
+        nn.Flatten(),
+        nn.Linear(32 * 13 * 13, 64), nn.ReLU(inplace=True),
+        nn.Linear(64, num_classes),
+    )
+
+
+@register_model("cnn3")
+def cnn3(num_classes: int = 10) -> nn.Module:
+    """Three valid convs 32-64-128 with pooling and dropout, dense 128 (Keras 'Model 3'); 28-26-13-11-5-3."""
+    relu = nn.ReLU(inplace=True)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), relu, nn.MaxPool2d(2), nn.Dropout(0.2),
+        nn.Conv2d(32, 64, 3), relu, nn.MaxPool2d(2), nn.Dropout(0.2),
+        nn.Conv2d(64, 128, 3), relu, nn.Dropout(0.4),
+        nn.Flatten(),
+        nn.Linear(128 * 3 * 3, 128), nn.ReLU(inplace=True),
+        nn.Linear(128, num_classes),
+    )
+
+
+@register_model("basic_cnn")
+def basic_cnn(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 0.4) -> nn.Module:
+    """Conv-BN-ReLU pairs 64 and 128 with pooling and dropout, one 256 conv, global average pool, dense 128.
+
+    Global pooling instead of a big flatten keeps it near 0.6M parameters, a mid-size baseline between
+    cnn4 and the ResNets.
+    """
+    relu = nn.ReLU(inplace=True)
+    return nn.Sequential(
+        *_conv_bn(1, 64, relu), *_conv_bn(64, 64, relu), nn.MaxPool2d(2), nn.Dropout(dropout),
+        *_conv_bn(64, 128, relu), *_conv_bn(128, 128, relu), nn.MaxPool2d(2), nn.Dropout(dropout),
+        *_conv_bn(128, 256, relu),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(256, 128), nn.ReLU(inplace=True), nn.Dropout(dense_dropout),
+        nn.Linear(128, num_classes),
+    )
+
+
+@register_model("mini_vgg")
+def mini_vgg(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 0.5) -> nn.Module:
+    """Mini VGG: (conv3x3-BN-ReLU x2, pool, dropout) for widths 64-128-256 (28-14-7-3), dense 512."""
+    relu = nn.ReLU(inplace=True)
+    layers: list[nn.Module] = []
+    c_in = 1
+    for width in (64, 128, 256):
+        layers += [*_conv_bn(c_in, width, relu), *_conv_bn(width, width, relu), nn.MaxPool2d(2), nn.Dropout(dropout)]
+        c_in = width
+    return nn.Sequential(
+        *layers,
+        nn.Flatten(),
+        nn.Linear(256 * 3 * 3, 512), nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Dropout(dense_dropout),
+        nn.Linear(512, num_classes),
+    )

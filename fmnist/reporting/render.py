@@ -10,8 +10,8 @@ from pathlib import Path
 
 from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportTables, cell, markdown_table
 
-LEADERBOARD_HEADERS = ["architecture", "parameters", "epochs run", "best epoch", "val acc", "test acc",
-                       "train time (s)", "MLflow run"]
+LEADERBOARD_HEADERS = ["architecture", "kind", "parameters", "epochs run", "best epoch", "val acc", "test acc",
+                       "test images", "train time (s)", "MLflow run"]
 EPOCH_COLUMNS = ["epoch", "train_acc", "val_acc", "test_acc", "cumulative_seconds", "marks"]
 EPOCH_HEADERS = ["epoch", "train acc", "val acc", "test acc", "cumulative time (s)", "marks"]
 
@@ -59,8 +59,12 @@ def _epoch_or_never(epoch: int | None) -> str:
 def leaderboard_blocks(tables: ReportTables) -> list[Block]:
     return [
         Heading("Leaderboard"),
-        Text("Sorted by test accuracy of the best-validation checkpoint. Training time covers training "
-             "and validation, not the per-epoch test evaluation."),
+        Text("Sorted by test accuracy of the model each run kept: the best-validation checkpoint, or the "
+             "weight average when the recipe uses SWA. Training time covers training and validation, not the "
+             "per-epoch test evaluation. scikit-learn baselines (kind `sklearn`) are fitted once, so they have "
+             "one epoch; their parameter count is what the fitted estimator stores to predict: coefficients, "
+             "support vectors and dual coefficients (SVC), tree nodes (random forest), or the stored training "
+             "pixels (k-NN)."),
         Table(_seconds(tables.leaderboard, "train_seconds"), LEADERBOARD_COLUMNS, LEADERBOARD_HEADERS),
     ]
 

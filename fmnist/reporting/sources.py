@@ -28,7 +28,8 @@ def from_outputs(architectures: list[str], tolerance: float, models_dir: Path, t
         run = read_json(models_dir / arch / "run.json")
         summary = read_json(train_metrics_dir / f"{arch}.json")
         evaluation = read_json(eval_metrics_dir / f"{arch}.json")
-        inputs.entries.append({**summary, "test_acc": evaluation["test_acc"], "run_id": run["run_id"]})
+        inputs.entries.append({**summary, "test_acc": evaluation["test_acc"], "n_test": evaluation["n_test"],
+                               "run_id": run["run_id"]})
         inputs.histories[arch] = read_history(history_dir / f"{arch}.csv")
         inputs.rules[arch] = StopRule(**run["early_stopping"])
     return inputs
@@ -81,9 +82,9 @@ def from_mlflow(client: MlflowClient, report_run: Run) -> ReportInputs:
         run = client.get_run(params[f"run_id.{arch}"])
         m, p = run.data.metrics, run.data.params
         inputs.entries.append({
-            "arch": arch, "num_params": int(m["num_params"]), "epochs_run": int(m["epochs_run"]),
+            "arch": arch, "kind": p.get("kind", "torch"), "num_params": int(m["num_params"]), "epochs_run": int(m["epochs_run"]),
             "best_epoch": int(m["best_epoch"]), "best_val_acc": m["best_val_acc"],
-            "test_acc": m.get("final_test_acc"), "train_seconds": m["train_seconds"], "run_id": run.info.run_id,
+            "test_acc": m.get("final_test_acc"), "n_test": int(p["n_test"]), "train_seconds": m["train_seconds"], "run_id": run.info.run_id,
         })
         inputs.histories[arch] = _history_from_mlflow(client, run.info.run_id)
         inputs.rules[arch] = StopRule(monitor=p["recipe.early_stopping.monitor"],

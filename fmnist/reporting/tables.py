@@ -20,6 +20,21 @@ EARLY_STOP_RULE = ("the epoch at which {monitor} had gone {patience} consecutive
                    "by more than {min_delta:g}")
 
 
+TIME_TO_THRESHOLDS = (0.90, 0.92, 0.94, 0.95)
+
+
+def time_to_accuracy(history: list[dict], thresholds=TIME_TO_THRESHOLDS) -> dict:
+    """`time_to_94` etc.: training seconds until the first epoch whose test accuracy reached 94%, as in
+    the speed-run literature (absent when never reached or when test accuracy was not logged per epoch)."""
+    out = {}
+    for threshold in thresholds:
+        hit = next((row for row in history if row.get("test_acc", -1.0) >= threshold), None)
+        if hit is not None:
+            out[f"time_to_{round(threshold * 100)}"] = hit["cumulative_seconds"]
+            out[f"epoch_to_{round(threshold * 100)}"] = int(hit["epoch"])
+    return out
+
+
 def diminishing_returns_epoch(val_acc: list[float], tolerance: float) -> int | None:
     if not val_acc:
         return None
@@ -65,7 +80,7 @@ def epoch_time_table(arch: str, history: list[dict], tolerance: float, rule: Sto
                           DIMINISHING_RULE.format(points=round(tolerance * 100, 4)), rule.describe())
 
 
-LEADERBOARD_COLUMNS = ["arch", "num_params", "epochs_run", "best_epoch", "best_val_acc", "test_acc",
+LEADERBOARD_COLUMNS = ["arch", "kind", "num_params", "epochs_run", "best_epoch", "best_val_acc", "test_acc", "n_test",
                        "train_seconds", "run_id"]
 
 

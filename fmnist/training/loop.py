@@ -1,13 +1,15 @@
-"""The epoch loop: train, validate, (optionally) test, schedule, early-stop, keep the best weights."""
+"""The epoch loop: train, validate, (optionally) test, schedule, early-stop, average, keep the best weights."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -16,7 +18,7 @@ from torch import nn
 from fmnist.config import RecipeConfig
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
 from fmnist.stopping import EarlyStopping, mode_for
-from fmnist.training.optim import EpochScheduler, build_optimizer
+from fmnist.training.optim import LrSchedule, WeightAverager, build_optimizer, phase_start_epoch, recompute_batch_norm
 
 EpochCallback = Callable[[dict], None]
 
@@ -44,37 +46,98 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """How the device runs the network: autocast dtype, memory format, compilation."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+
+    @classmethod
+    def for_recipe(cls, recipe: RecipeConfig, device: torch.device) -> "Runtime":
+        if recipe.precision == "bf16" and device.type != "cuda":
+            raise ValueError(f"precision bf16 needs a CUDA device, but training runs on {device.type}; "
+                             "set the recipe's precision to fp32 or auto")
+        bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+        return cls(device, torch.bfloat16 if bf16 else None, recipe.channels_last, recipe.compile)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """The module to call in the loop; `model` itself keeps the weights (and the clean state_dict)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(model, backend=self.compile_backend) if self.compile else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+
+def _logits(model: nn.Module, x: torch.Tensor, runtime: Runtime, tta_flip: bool) -> torch.Tensor:
+    x = runtime.prepare_input(x)
+    with runtime.autocast():
+        logits = model(x).float()
+        if tta_flip:  # the mirror image is as plausible a garment as the original
+            logits = (logits + model(x.flip(-1)).float()) / 2
+    return logits
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceDataset, normalize: Normalizer, batch_size: int
-             ) -> tuple[float, float, torch.Tensor]:
+def evaluate(model: nn.Module, data: DeviceDataset, normalize: Normalizer, batch_size: int,
+             runtime: Runtime | None = None, tta_flip: bool = False) -> tuple[float, float, torch.Tensor]:
     """(mean loss, accuracy, logits on the CPU) over the whole dataset."""
+    runtime = runtime or Runtime(data.x.device)
     model.eval()
     total_loss, outputs = 0.0, []
     for x, y in eval_batches(data, batch_size, normalize):
-        logits = model(x)
+        logits = _logits(model, x, runtime, tta_flip)
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        outputs.append(logits.float().cpu())
+        outputs.append(logits.cpu())
     logits = torch.cat(outputs)
     acc = (logits.argmax(1) == data.y.cpu()).float().mean().item()
     return total_loss / len(data), acc, logits
 
 
+@dataclass
+class StepRules:
+    """What happens around each optimiser step."""
+
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+
+
 def train_one_epoch(model: nn.Module, data: DeviceDataset, optimizer: torch.optim.Optimizer,
                     batch_size: int, generator: torch.Generator, normalize: Normalizer,
-                    augment: BatchAugment) -> tuple[float, float]:
+                    augment: BatchAugment, runtime: Runtime | None = None, rules: StepRules | None = None,
+                    after_batch: Callable[[], None] | None = None) -> tuple[float, float]:
+    runtime = runtime or Runtime(data.x.device)
+    rules = rules or StepRules()
     model.train()
     total_loss = torch.zeros((), device=data.x.device)
     correct = torch.zeros((), device=data.x.device, dtype=torch.long)
+    seen = 0
     for x, y in train_batches(data, batch_size, generator, normalize, augment):
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        with runtime.autocast():
+            logits = model(runtime.prepare_input(x))
+            loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=rules.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if rules.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), rules.grad_clip)
         optimizer.step()
+        if after_batch is not None:
+            after_batch()
         # Accumulate on the device: no host sync per batch.
         total_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
-    return total_loss.item() / len(data), correct.item() / len(data)
+        seen += len(y)
+    return total_loss.item() / seen, correct.item() / seen
 
 
 @dataclass
@@ -85,47 +148,73 @@ class FitResult:
     early_stop_epoch: int | None = None
     stopped_early: bool = False
     best_state: dict | None = None
+    swa: dict | None = None  # val (and test) figures of the averaged model, when SWA ran
 
     @property
     def epochs_run(self) -> int:
         return len(self.history)
 
 
+def _plain_batches(data: DeviceDataset, batch_size: int, normalize: Normalizer, runtime: Runtime
+                   ) -> Iterable[torch.Tensor]:
+    return (runtime.prepare_input(x) for x, _ in eval_batches(data, batch_size, normalize))
+
+
 def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,
         normalize: Normalizer, generator: torch.Generator, test: DeviceDataset | None = None,
-        on_epoch: EpochCallback | None = None) -> FitResult:
-    """Train for up to `epochs`; the returned best_state is the best-validation checkpoint.
+        on_epoch: EpochCallback | None = None, runtime: Runtime | None = None) -> FitResult:
+    """Train for up to `epochs`; the returned best_state is the model to keep.
 
-    Timings (epoch_seconds, cumulative_seconds) cover training and validation only: the optional
-    per-epoch test evaluation is for the diminishing-returns table and is not counted.
+    That is the best-validation checkpoint, or with SWA the averaged weights (batch-norm statistics
+    recomputed on the training images). Timings (epoch_seconds, cumulative_seconds) cover training and
+    validation only: the optional per-epoch test evaluation is for the diminishing-returns table and
+    is not counted.
     """
     device = train.x.device
-    optimizer = build_optimizer(model, recipe.optimizer)
+    runtime = runtime or Runtime.for_recipe(recipe, device)
+    net = runtime.prepare_model(model)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     es_cfg = recipe.early_stopping
     mode = mode_for(es_cfg.monitor)
-    scheduler = EpochScheduler(optimizer, recipe.scheduler, epochs, mode)
+    optimizer = build_optimizer(model, recipe.optimizer)
+    schedule = LrSchedule(optimizer, recipe.scheduler, epochs, steps_per_epoch, mode)
+    finetune_epoch = phase_start_epoch(recipe.finetune.start, epochs) if recipe.finetune.enabled else None
+    averager = WeightAverager(recipe.swa, epochs) if recipe.swa.enabled else None
     stopper = EarlyStopping(patience=es_cfg.patience, min_delta=es_cfg.min_delta, mode=mode)
-    augment = BatchAugment(recipe.augment.hflip, recipe.augment.translate)
+    augment = BatchAugment.from_config(recipe.augment)
+    rules = StepRules(recipe.label_smoothing, recipe.grad_clip)
     result, cumulative = FitResult(), 0.0
     for epoch in range(1, epochs + 1):
-        lr = scheduler.lr
+        if epoch == finetune_epoch:
+            model.begin_finetune(recipe.finetune.stages)
+            optimizer = build_optimizer(model, recipe.optimizer, lr=recipe.finetune.lr)
+            schedule = LrSchedule(optimizer, recipe.scheduler, epochs - epoch + 1, steps_per_epoch, mode)
+        if averager is not None and epoch == averager.start_epoch:
+            averager.begin(model, optimizer)
+        averaging = averager is not None and averager.active(epoch)
+        lr = schedule.lr
         _sync(device)
         start = time.perf_counter()
-        train_loss, train_acc = train_one_epoch(model, train, optimizer, recipe.batch_size, generator,
-                                                normalize, augment)
-        val_loss, val_acc, _ = evaluate(model, val, normalize, recipe.eval_batch_size)
+        train_loss, train_acc = train_one_epoch(net, train, optimizer, recipe.batch_size, generator, normalize,
+                                                augment, runtime, rules,
+                                                after_batch=None if averaging else schedule.after_batch)
+        val_loss, val_acc, _ = evaluate(net, val, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
+        if averaging:
+            averager.after_epoch(model)
         _sync(device)
         seconds = time.perf_counter() - start
         cumulative += seconds
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                   "val_acc": val_acc, "lr": lr, "epoch_seconds": seconds, "cumulative_seconds": cumulative}
         if test is not None:
-            record["test_loss"], record["test_acc"], _ = evaluate(model, test, normalize, recipe.eval_batch_size)
+            record["test_loss"], record["test_acc"], _ = evaluate(net, test, normalize, recipe.eval_batch_size,
+                                                                  runtime, recipe.tta_flip)
         result.history.append(record)
         monitored = record[es_cfg.monitor]
         if stopper.update(epoch, monitored):
             result.best_state = copy.deepcopy(model.state_dict())
-        scheduler.step(monitored)
+        if not averaging:
+            schedule.after_epoch(monitored)
         if on_epoch is not None:
             on_epoch(record)
         if stopper.should_stop and es_cfg.stop:
@@ -133,4 +222,23 @@ def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDatase
             break
     result.best_epoch, result.best_value = stopper.best_epoch, stopper.best
     result.early_stop_epoch = stopper.stop_epoch
+    if averager is not None:
+        _finish_swa(result, averager, recipe, train, val, test, normalize, runtime)
     return result
+
+
+def _finish_swa(result: FitResult, averager: WeightAverager, recipe: RecipeConfig, train: DeviceDataset,
+                val: DeviceDataset, test: DeviceDataset | None, normalize: Normalizer, runtime: Runtime) -> None:
+    """Recompute the averaged model's batch-norm statistics, score it, and keep it as the result."""
+    averaged = averager.model.module
+    _sync(train.x.device)
+    start = time.perf_counter()
+    recompute_batch_norm(averaged, _plain_batches(train, recipe.eval_batch_size, normalize, runtime))
+    val_loss, val_acc, _ = evaluate(averaged, val, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
+    _sync(train.x.device)
+    result.swa = {"swa_val_loss": val_loss, "swa_val_acc": val_acc, "swa_start_epoch": averager.start_epoch,
+                  "swa_bn_seconds": time.perf_counter() - start}
+    if test is not None:
+        result.swa["swa_test_loss"], result.swa["swa_test_acc"], _ = evaluate(
+            averaged, test, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
+    result.best_state = copy.deepcopy(averaged.state_dict())

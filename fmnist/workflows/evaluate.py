@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from mlflow import MlflowClient
 
 from fmnist import tracking
 from fmnist.checkpoint import classifier_from_checkpoint, load_checkpoint
 from fmnist.config import Params
-from fmnist.data.prepare import load_arrays
+from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.evaluation import TestReport, pixel_logits, score_predictions
+from fmnist.models.wrapper import NormalizedClassifier
+from fmnist.training.loop import resolve_device
 from fmnist.io import atomic_write_text, csv_text, dict_csv_text, read_json, write_json
 from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 
@@ -45,18 +48,23 @@ def _matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
 
 def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> dict:
     run_file = paths.model_dir / "run.json"
-    run_id = read_json(run_file)["run_id"]
+    run_info = read_json(run_file)
+    run_id = run_info["run_id"]
     tracking.configure(root)
     client = MlflowClient()
     tracking.existing_run(client, run_id, run_file)  # fail before any work if the store lost it
     ckpt = load_checkpoint(paths.model_dir / "model.pt")
-    test = load_arrays(paths.test_file)
+    subset = run_info.get("test_subset") or {}
+    test = stratified_subset(load_arrays(paths.test_file), subset.get("size"), subset.get("seed", 0))
     names = ckpt["class_names"]
     model = classifier_from_checkpoint(ckpt)
-    report = score_predictions(pixel_logits(model, test.x), test.y, names)
+    # A network scores on the training device (ResNets on 10,000 images are slow on a CPU); estimators on the CPU.
+    device = resolve_device(params.train.device) if isinstance(model, NormalizedClassifier) else torch.device("cpu")
+    report = score_predictions(pixel_logits(model.to(device), test.x, device=device), test.y, names)
 
     # Per-class figures go to per_class.csv: the metrics file stays one readable row for `dvc metrics show`.
-    metrics = {"test_loss": report.loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1}
+    metrics = {"test_loss": report.loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1,
+               "n_test": len(test)}
     confusion_png = paths.figures_dir / "confusion.png"
     misclassified_png = paths.figures_dir / "misclassified.png"
     save_figure(confusion_figure(report.confusion, names, f"{arch}: test confusion matrix "
