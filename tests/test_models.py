@@ -8,7 +8,7 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn4", "qstp_cnn5"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn4", "qstp_cnn5", "speedrun", "fastcnn"])
 @pytest.mark.parametrize("num_classes", [10, 5])
 def test_output_shape(arch, num_classes):
     model = create_model(arch, num_classes=num_classes).eval()
@@ -46,7 +46,7 @@ def test_init_schemes_reset_weights(scheme):
     assert torch.count_nonzero(model[1].bias) == 0
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn4", "qstp_cnn5"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn4", "qstp_cnn5", "speedrun", "fastcnn"])
 def test_can_overfit_a_tiny_batch(arch):
     torch.manual_seed(0)
     model = create_model(arch)
@@ -61,3 +61,14 @@ def test_can_overfit_a_tiny_batch(arch):
         optimizer.step()
     model.eval()
     assert (model(x).argmax(1) == y).float().mean() == 1.0
+
+
+def test_speed_networks_pool_to_3x3_and_scale_their_logits():
+    model = create_model("fastcnn", widths=[8, 16, 32]).eval()
+    features = model[:-4](torch.zeros(1, 1, 28, 28))  # before global pool, flatten, linear, scale
+    assert features.shape == (1, 32, 3, 3)
+    assert model[-1].factor == pytest.approx(1 / 9)
+    wide = create_model("speedrun")
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in wide.modules()) == 1 + 3 * 2  # stem + 2 convs per block
+    with pytest.raises(ValueError, match="three block widths"):
+        create_model("speedrun", widths=[64, 128])

@@ -11,11 +11,12 @@ from torch import nn
 
 from fmnist.models import check_model_options, create_model, init_weights, list_models, model_info
 from fmnist.models.shakeshake import ShakeBlock, ShakeShake, shake_shake
-from fmnist.models.transfer import WEIGHTS
+from fmnist.models.transfer import imagenet_weights
 
 ZOO = ["cnn1", "cnn3", "basic_cnn", "mini_vgg", "wrn16_4", "resnet18", "resnet34", "resnet50", "mobilenet_v2",
        "shufflenet_v2", "shakeshake_resnet34", "resnet50_transfer"]
 NO_DOWNLOAD = {"resnet50_transfer": {"pretrained": False}}  # never touch the network in tests
+WEIGHTS = imagenet_weights()
 WEIGHTS_FILE = os.path.basename(WEIGHTS.url)
 
 

@@ -7,8 +7,7 @@ downsampling step is removed, so the last feature map is 4x4 rather than 1x1 on 
 from __future__ import annotations
 
 from torch import nn
-from torchvision import models
-from torchvision.models.mobilenetv2 import InvertedResidual
+from fmnist.models.lazy import torchvision_models as models
 
 from fmnist.models.registry import register_model
 
@@ -25,6 +24,8 @@ def mobilenet_v2(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
     """MobileNetV2 with a stride-1 stem and a stride-1 first 24-channel stage: maps 28-28-28-14-7-4."""
     model = models.mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width_mult)
     model.features[0][0] = _one_channel_stride1(model.features[0][0])
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
     block = next(b for b in model.features if isinstance(b, InvertedResidual) and b.stride == 2)
     for conv in block.modules():  # its depthwise conv carries the stride; no residual is added as c_in != c_out
         if isinstance(conv, nn.Conv2d) and conv.stride == (2, 2):
@@ -33,8 +34,8 @@ def mobilenet_v2(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
     return model
 
 
-_SHUFFLENETS = {"0.5": models.shufflenet_v2_x0_5, "1.0": models.shufflenet_v2_x1_0,
-                "1.5": models.shufflenet_v2_x1_5, "2.0": models.shufflenet_v2_x2_0}
+_SHUFFLENETS = {"0.5": "shufflenet_v2_x0_5", "1.0": "shufflenet_v2_x1_0",
+                "1.5": "shufflenet_v2_x1_5", "2.0": "shufflenet_v2_x2_0"}
 
 
 @register_model("shufflenet_v2")
@@ -46,7 +47,7 @@ def shufflenet_v2(num_classes: int = 10, width: str = "1.0") -> nn.Module:
         key = str(width)
     if key not in _SHUFFLENETS:
         raise ValueError(f"unknown ShuffleNetV2 width '{width}'; choose one of {', '.join(_SHUFFLENETS)}")
-    model = _SHUFFLENETS[key](weights=None, num_classes=num_classes)
+    model = getattr(models, _SHUFFLENETS[key])(weights=None, num_classes=num_classes)
     model.conv1[0] = _one_channel_stride1(model.conv1[0])
     model.maxpool = nn.Identity()
     return model

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from torch import nn
-from torchvision import models
+from fmnist.models.lazy import torchvision_models as models
 
 from fmnist.models.registry import register_model
 

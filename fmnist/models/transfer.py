@@ -16,13 +16,17 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models
+from fmnist.models.lazy import torchvision_models as models
 
 from fmnist.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-WEIGHTS = models.ResNet50_Weights.IMAGENET1K_V2
+
+
+def imagenet_weights():
+    """torchvision's ResNet-50 ImageNet weights entry (IMAGENET1K_V2): its URL names the cached file."""
+    return models.ResNet50_Weights.IMAGENET1K_V2
 
 
 class PretrainedWeightsNotFound(FileNotFoundError):
@@ -31,21 +35,21 @@ class PretrainedWeightsNotFound(FileNotFoundError):
 
 def weights_path() -> str:
     """Where torch.hub looks for the weights file: <torch.hub.get_dir()>/checkpoints/<name in the URL>."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(WEIGHTS.url).path))
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(imagenet_weights().url).path))
 
 
 def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
     """The cached (or freshly downloaded) weights; a missing file that cannot be fetched says how to fix it."""
     path = weights_path()
     try:
-        return WEIGHTS.get_state_dict(progress=False, check_hash=True, weights_only=True)
+        return imagenet_weights().get_state_dict(progress=False, check_hash=True, weights_only=True)
     except (OSError, URLError, RuntimeError) as err:
         if os.path.exists(path):  # the file is there but unreadable: not a download problem
             raise
         name, directory = os.path.basename(path), os.path.dirname(path)
         raise PretrainedWeightsNotFound(
             f"resnet50_transfer needs the ImageNet weights file '{name}' in '{directory}', and downloading it "
-            f"from {WEIGHTS.url} failed ({type(err).__name__}: {err}). Fetch that URL on a machine with network "
+            f"from {imagenet_weights().url} failed ({type(err).__name__}: {err}). Fetch that URL on a machine with network "
             f"access and put the file in that directory (or set TORCH_HOME to a folder whose hub/checkpoints "
             f"holds it), or set `pretrained: false` in recipes.resnet50_transfer.model to train from scratch."
         ) from err

@@ -55,54 +55,71 @@ def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[st
     return fig
 
 
+def arch_color(i: int, n: int):
+    """Distinct colours for up to 20 architectures (tab10 for a few, tab20 beyond)."""
+    return plt.get_cmap("tab10" if n <= 10 else "tab20")(i % (10 if n <= 10 else 20))
+
+
+def _line(ax, xs, ys, style: str, color, **kw) -> None:
+    """A curve, or a marker where a run has one point (a fitted baseline)."""
+    ax.plot(xs, ys, style, color=color, marker="o" if len(xs) == 1 else None, markersize=4, **kw)
+
+
 def learning_curves_figure(histories: dict[str, dict[str, list]], x: str = "epoch") -> plt.Figure:
     """Loss and accuracy against `x` (epoch or cumulative_seconds) for every architecture."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(14, 5))
+    n = len(histories)
     for i, (arch, history) in enumerate(histories.items()):
-        color = f"C{i}"
-        ax_loss.plot(history[x], history["train_loss"], "--", color=color, label=f"{arch} train")
-        ax_loss.plot(history[x], history["val_loss"], "-", color=color, label=f"{arch} val")
-        ax_acc.plot(history[x], history["train_acc"], "--", color=color, label=f"{arch} train")
-        ax_acc.plot(history[x], history["val_acc"], "-", color=color, label=f"{arch} val")
-        if "test_acc" in history:
-            ax_acc.plot(history[x], history["test_acc"], ":", color=color, label=f"{arch} test")
+        color = arch_color(i, n)
+        for ax, key, style in ((ax_loss, "train_loss", "--"), (ax_loss, "val_loss", "-"),
+                               (ax_acc, "train_acc", "--"), (ax_acc, "val_acc", "-"), (ax_acc, "test_acc", ":")):
+            if key in history:  # an SVC has no loss, test accuracy per epoch is optional
+                _line(ax, history[x], history[key], style, color)
+        ax_acc.plot([], [], "-", color=color, label=arch)  # one legend entry per architecture
     x_label = "epoch" if x == "epoch" else "cumulative training time (s)"
     for ax, label in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy")):
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=7, ncol=2)
+    ax_acc.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"Learning curves against {x_label} (dashed: train, solid: validation, dotted: test)")
+    fig.tight_layout()
     return fig
 
 
 def accuracy_vs_time_figure(histories: dict[str, dict[str, list]]) -> plt.Figure:
     """Validation accuracy against cumulative training time: the diminishing-returns picture."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 5))
+    n = len(histories)
     for i, (arch, history) in enumerate(histories.items()):
-        ax.plot(history["cumulative_seconds"], history["val_acc"], "o-", color=f"C{i}", label=arch, markersize=3)
-    ax.set_xlabel("cumulative training time (s)")
+        ax.plot(history["cumulative_seconds"], history["val_acc"], "o-", color=arch_color(i, n), label=arch,
+                markersize=3)
+    ax.set_xscale("log")  # seconds for a baseline, hours for a ResNet
+    ax.set_xlabel("cumulative training time (s, log scale)")
     ax.set_ylabel("validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title("Validation accuracy against training time")
+    fig.tight_layout()
     return fig
 
 
 def per_class_f1_figure(f1: dict[str, dict[str, float]], class_names: list[str]) -> plt.Figure:
-    """Grouped bars: test F1 per class, one bar per architecture."""
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.8 / max(len(f1), 1)
-    positions = np.arange(len(class_names))
-    for i, (arch, scores) in enumerate(f1.items()):
-        ax.bar(positions + i * width - 0.4 + width / 2, [scores.get(c, 0.0) for c in class_names], width,
-               label=arch, color=f"C{i}")
-    ax.set_xticks(positions, class_names, rotation=30, ha="right")
-    ax.set_ylabel("test F1")
-    ax.set_ylim(0, 1)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    """Test F1 per class (columns) and architecture (rows), as an annotated heat map."""
+    archs = list(f1)
+    values = np.array([[f1[a].get(c, np.nan) for c in class_names] for a in archs])
+    fig, ax = plt.subplots(figsize=(1.0 * len(class_names) + 3, 0.38 * len(archs) + 1.8))
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(archs)), archs)
+    for r in range(len(archs)):
+        for c in range(len(class_names)):
+            if not np.isnan(values[r, c]):
+                ax.text(c, r, f"{values[r, c]:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if values[r, c] > 0.6 else "white")
+    fig.colorbar(image, ax=ax, label="test F1")
     ax.set_title("Per-class F1 on the test set")
+    fig.tight_layout()
     return fig
 
 
