@@ -250,3 +250,21 @@ def test_finetune_unfreezes_and_switches_to_the_small_lr():
     assert [r["lr"] for r in result.history] == pytest.approx([1e-2, 1e-2, 1e-4, 1e-4])
     assert torch.equal(snapshots[1], frozen)  # phase 1: backbone untouched
     assert not torch.equal(snapshots[3], frozen)  # phase 2: fine-tuned
+
+
+def test_the_speedrun_recipe_runs_end_to_end_on_the_cpu():
+    """params.yaml's GPU recipe (one-cycle, SWA, label smoothing, channels_last, TTA, precision auto) on
+    tiny data and a narrow net: every code path of it runs here; bf16 itself needs CUDA."""
+    from conftest import ROOT
+    from fmnist.config import load_params
+
+    recipe = load_params(ROOT / "params.yaml").recipe("speedrun")
+    recipe = dataclasses.replace(recipe, batch_size=40, eval_batch_size=60,
+                                 model={**recipe.model, "stem": 8, "widths": [8, 16, 16]})
+    seed_everything(0, True)
+    model = create_model("speedrun", **recipe.model)
+    result = fit(model, recipe, 3, data(), data(60, seed=2), NORM, torch.Generator().manual_seed(0),
+                 test=data(60, seed=3))
+    assert result.swa is not None and 0 <= result.swa["swa_test_acc"] <= 1
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(result.history) == 3 and all(math.isfinite(r["train_loss"]) for r in result.history)

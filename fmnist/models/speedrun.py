@@ -54,5 +54,5 @@ def speedrun(num_classes: int = 10, stem: int = 32, widths: tuple[int, ...] | li
 @register_model("fastcnn")
 def fastcnn(num_classes: int = 10, stem: int = 16, widths: tuple[int, ...] | list[int] = (32, 64, 128),
             convs_per_block: int = 1, logit_scale: float = 1 / 9) -> nn.Module:
-    """CPU time-to-accuracy network (about 0.06M parameters): the same layout, narrow, one conv per block."""
+    """CPU time-to-accuracy network (about 0.1M parameters): the same layout, narrow, one conv per block."""
     return _speed_net(num_classes, stem, widths, convs_per_block, logit_scale)

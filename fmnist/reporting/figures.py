@@ -56,8 +56,12 @@ def misclassified_figure(images: np.ndarray, true: list[str], predicted: list[st
 
 
 def arch_color(i: int, n: int):
-    """Distinct colours for up to 20 architectures (tab10 for a few, tab20 beyond)."""
-    return plt.get_cmap("tab10" if n <= 10 else "tab20")(i % (10 if n <= 10 else 20))
+    """Distinct colours for up to 40 architectures (tab10 for a few, then tab20, then tab20 + tab20b)."""
+    if n <= 10:
+        return plt.get_cmap("tab10")(i)
+    if n <= 20:
+        return plt.get_cmap("tab20")(i)
+    return plt.get_cmap("tab20" if i % 40 < 20 else "tab20b")(i % 20)
 
 
 def _line(ax, xs, ys, style: str, color, **kw) -> None:
@@ -77,10 +81,11 @@ def learning_curves_figure(histories: dict[str, dict[str, list]], x: str = "epoc
                 _line(ax, history[x], history[key], style, color)
         ax_acc.plot([], [], "-", color=color, label=arch)  # one legend entry per architecture
     x_label = "epoch" if x == "epoch" else "cumulative training time (s)"
-    for ax, label in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy")):
+    for ax, label in ((ax_loss, "cross-entropy loss (log scale)"), (ax_acc, "accuracy")):
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    ax_loss.set_yscale("log")  # one diverged run must not flatten every other curve
     ax_acc.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"Learning curves against {x_label} (dashed: train, solid: validation, dotted: test)")
     fig.tight_layout()
