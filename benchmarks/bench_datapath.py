@@ -69,6 +69,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from fmnist.data.fetch import OFFICIAL_FILES, TORCHVISION_SUBDIR
+from fmnist.devices import resolve_device, sync
 from fmnist.data.idx import read_pair
 from fmnist.data.prepare import Arrays, normalisation_stats
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, train_batches
@@ -137,19 +138,6 @@ def parse_batches(spec: str) -> BatchBudget:
         else:
             default = int(value)
     return BatchBudget(default, per_model)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def progress(message: str) -> None:
@@ -683,7 +671,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError:
+        sys.exit("--device cuda: no CUDA device is available")
     load_before = load_average()
     models = [m for m in args.models.split(",") if m]
     with tempfile.TemporaryDirectory(prefix="bench-datapath-") as scratch:

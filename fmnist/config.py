@@ -364,8 +364,6 @@ def _check_cross_fields(params: Params) -> None:
             problem = check_model_options(arch, options)
             if problem:
                 raise ConfigError(f"{key}.{where}: {problem}")
-        if recipe.optimizer.nesterov and (recipe.optimizer.name != "sgd" or recipe.optimizer.momentum <= 0):
-            raise ConfigError(f"{key}.optimizer.nesterov: Nesterov momentum needs name: sgd and momentum > 0")
         _check_recipe(key, model_info(arch), recipe, params.train)
     classes = params.preprocess.classes
     if classes is not None:
@@ -414,6 +412,20 @@ def _check_recipe(key: str, info: Any, recipe: RecipeConfig, train: TrainConfig)
                               "applies to transfer models (e.g. resnet50_transfer)")
         if recipe.swa.enabled:
             raise ConfigError(f"{key}.swa: SWA and a fine-tuning phase cannot be combined; disable one of them")
+        unknown = [s for s in recipe.finetune.stages if s not in info.finetune]
+        if unknown or not recipe.finetune.stages:
+            raise ConfigError(f"{key}.finetune.stages: got {recipe.finetune.stages}, expected stages of "
+                              f"'{info.name}' among: {', '.join(info.finetune)}")
+        if sched.name in ("onecycle", "cyclic"):
+            raise ConfigError(f"{key}.scheduler: {sched.name} would raise the fine-tuning lr back to max_lr; use "
+                              "none, step, multistep, cosine or plateau with finetune")
+        if recipe.early_stopping.stop:
+            raise ConfigError(f"{key}.early_stopping.stop: early stopping could end the run in the frozen phase "
+                              "before fine-tuning starts; set stop: false (the stopping point is still recorded)")
+        for name, budget in (("full", recipe.full), ("quick", recipe.quick)):
+            if budget.epochs < 2:
+                raise ConfigError(f"{key}.{name}.epochs: fine-tuning needs at least 2 epochs (one per phase); "
+                                  f"got {budget.epochs}")
     if recipe.precision == "bf16" and train.device == "cpu":
         raise ConfigError(f"{key}.precision: bf16 autocast is for CUDA devices but train.device is cpu; "
                           "use fp32, or auto (bf16 on CUDA, fp32 on the CPU)")

@@ -184,11 +184,15 @@ def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
     signature = infer_signature(input_example, output.astype(np.float32))
     import cloudpickle
 
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                    f"mlflow=={mlflow.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
+    if hasattr(model, "estimator"):  # a scikit-learn baseline: its pickle needs the same scikit-learn
+        import sklearn
+
+        requirements.append(f"scikit-learn=={sklearn.__version__}")
     return mlflow.pytorch.log_model(
         model, name=name, signature=signature, input_example=input_example, serialization_format="pickle",
         code_paths=[str(Path(__file__).resolve().parent)],
-        metadata={"class_names": list(getattr(model, "class_names", []))},
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                          f"mlflow=={mlflow.__version__}", f"cloudpickle=={cloudpickle.__version__}"],
+        metadata={"class_names": list(getattr(model, "class_names", []))}, pip_requirements=requirements,
     )
 

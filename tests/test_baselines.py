@@ -65,3 +65,13 @@ def test_estimator_checkpoint_round_trip(tmp_path):
     assert isinstance(model, EstimatorClassifier)
     x = pixels_to_input(train.x[:10])
     assert torch.equal(model(x), EstimatorClassifier(estimator, model.class_names)(x))
+
+
+def test_svc_scores_agree_with_its_predictions_even_for_two_classes():
+    train = arrays(200, 1)
+    two = Arrays(train.x[train.y < 2], train.y[train.y < 2])
+    svc = create_model("sk_svc").fit(features(two), two.y)
+    scores = EstimatorClassifier(svc, ["0", "1"])(pixels_to_input(two.x))
+    assert scores.shape == (len(two), 2)
+    assert np.array_equal(scores.argmax(1).numpy(), svc.predict(features(two)))
+    assert not EstimatorClassifier(svc, ["0", "1"]).has_probabilities

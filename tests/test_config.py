@@ -17,7 +17,7 @@ def test_repo_params_load_and_every_architecture_has_a_recipe():
     assert params.mlflow.experiment != params.mlflow.quick_experiment
 
 
-@pytest.mark.parametrize("edit, message", [
+BAD_VALUES = [
     (lambda d: d["recipes"]["cnn4"]["full"].update(epochs=0), "recipes.cnn4.full.epochs: got 0, allowed range [1"),
     (lambda d: d["split"].update(val_fraction=1.0), "split.val_fraction: got 1.0, allowed range (0, 1)"),
     (lambda d: d["split"].update(val_fraction=0), "split.val_fraction: got 0.0, allowed range (0, 1)"),
@@ -41,20 +41,14 @@ def test_repo_params_load_and_every_architecture_has_a_recipe():
     (lambda d: d["mlflow"].update(quick_experiment="fmnist"), "mlflow.quick_experiment: must differ"),
     (lambda d: d["recipes"]["mlp"]["model"].update(dropout=1.5), "recipes.mlp.model: options"),
     (lambda d: d["recipes"]["cnn4"]["quick"].update(train_subset=5), "recipes.cnn4.quick.train_subset: got 5"),
-])
-def test_bad_params_name_the_key_and_the_allowed_values(edit, message):
-    data = repo_params()
-    edit(data)
-    with pytest.raises(ConfigError) as err:
-        parse_params(data)
-    assert message in str(err.value)
+]
 
 
 def _recipe(d, arch="cnn4", **changes):
     d["recipes"].setdefault(arch, {}).update(changes)
 
 
-@pytest.mark.parametrize("edit, message", [
+BAD_COMBINATIONS = [
     (lambda d: _recipe(d, optimizer={"name": "adam", "lr": 0.001, "momentum": 0.9}),
      "recipes.cnn4.optimizer.momentum: only sgd takes momentum"),
     (lambda d: _recipe(d, scheduler={"name": "onecycle"}), "recipes.cnn4.scheduler.max_lr: onecycle needs max_lr"),
@@ -74,8 +68,23 @@ def _recipe(d, arch="cnn4", **changes):
     (lambda d: _recipe(d, "sk_knn", model={}, optimizer={"name": "sgd"}),
      "recipes.sk_knn.optimizer: 'sk_knn' is a scikit-learn baseline; only model, full and quick apply"),
     (lambda d: _recipe(d, "sk_svc", model={"C": "big"}), "recipes.sk_svc.model: options"),
-])
-def test_invalid_recipe_combinations_fail_at_start_up(edit, message):
+    (lambda d: _recipe(d, "resnet50_transfer", init="he"), "would overwrite the pretrained weights"),
+    (lambda d: _recipe(d, "resnet50_transfer", finetune={"enabled": True, "stages": ["layer9"]}),
+     "recipes.resnet50_transfer.finetune.stages: got ['layer9'], expected stages of 'resnet50_transfer'"),
+    (lambda d: _recipe(d, "resnet50_transfer", scheduler={"name": "onecycle", "max_lr": 0.01}),
+     "onecycle would raise the fine-tuning lr back to max_lr"),
+    (lambda d: _recipe(d, "resnet50_transfer", early_stopping={"stop": True}),
+     "early stopping could end the run in the frozen phase"),
+    (lambda d: _recipe(d, "resnet50_transfer", quick={"epochs": 1}),
+     "recipes.resnet50_transfer.quick.epochs: fine-tuning needs at least 2 epochs"),
+    (lambda d: _recipe(d, "shakeshake_resnet34", quick={"epochs": 1, "model": {"width": 0}}),
+     "recipes.shakeshake_resnet34.quick.model: options"),
+]
+
+
+@pytest.mark.parametrize("edit, message", BAD_VALUES + BAD_COMBINATIONS)
+def test_bad_params_name_the_key_and_the_allowed_values(edit, message):
+    """Bad values and invalid combinations of recipe options fail at start-up, naming the key."""
     data = repo_params()
     edit(data)
     with pytest.raises(ConfigError) as err:

@@ -54,7 +54,7 @@ def test_all_are_registered_and_their_default_options_validate():
     assert check_model_options("shufflenet_v2", {"width": "3.0"}).startswith("options")
     assert check_model_options("wrn16_4", {"dropout": 1.5}).startswith("options")
     info = model_info("resnet50_transfer")
-    assert (info.input, info.finetune, info.probe) == ("unit", True, False)
+    assert (info.input, info.finetune, info.probe) == ("unit", ("layer1", "layer2", "layer3", "layer4"), False)
 
 
 @pytest.mark.parametrize("arch", ZOO)
@@ -171,7 +171,7 @@ OVERFIT = [  # (arch, options, images, steps, lr): small batches and widths keep
     ("mobilenet_v2", {}, 4, 8, 3e-3),
     ("shufflenet_v2", {"width": "0.5"}, 4, 8, 3e-3),
     ("shakeshake_resnet34", {"width": 8}, 4, 25, 3e-3),
-    ("resnet50_transfer", {"pretrained": False, "hidden": 64}, 8, 10, 3e-3),  # phase 1: frozen convs
+    ("resnet50_transfer", {"pretrained": False, "hidden": 64}, 8, 25, 1e-3),  # from scratch: every layer
 ]
 
 
@@ -287,8 +287,16 @@ def test_transfer_without_weights_says_where_to_put_them(torch_home, monkeypatch
         assert needle in message
 
 
-def test_transfer_freezes_the_backbone_until_finetuning():
+def test_transfer_from_scratch_trains_every_layer():
     model = create_model("resnet50_transfer", pretrained=False)
+    assert all(p.requires_grad for p in model.parameters())  # random weights: nothing worth freezing
+
+
+def test_transfer_freezes_the_pretrained_backbone_until_finetuning(torch_home):
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), checkpoints / WEIGHTS_FILE)
+    model = create_model("resnet50_transfer", pretrained=True)
     backbone = model.backbone
     for name, module in backbone.named_modules():
         if name.startswith("fc"):

@@ -189,6 +189,39 @@ def test_gradient_clipping_bounds_the_step():
     assert (torch.cat([p.detach().flatten() for p in free.parameters()]) - start).norm() > 10 * clipped.norm()
 
 
+def test_a_compiled_channels_last_fit_keeps_plain_weights():
+    """compile (here the eager backend: inductor needs a C++ toolchain and minutes) and channels_last change how
+    the network runs, not what is saved: the kept state loads strictly into a freshly built model."""
+    seed_everything(0, True)
+    recipe = dataclasses.replace(RECIPE, model={}, channels_last=True, compile=True)
+    model = create_model("fastcnn", widths=[8, 8, 8])
+    runtime = dataclasses.replace(Runtime.for_recipe(recipe, CPU), compile_backend="eager")
+    result = fit(model, recipe, 2, data(), data(60, seed=2), NORM, torch.Generator().manual_seed(0), runtime=runtime)
+    fresh = create_model("fastcnn", widths=[8, 8, 8])
+    fresh.load_state_dict(result.best_state)  # strict: no _orig_mod. prefixes
+    assert set(result.best_state) == set(fresh.state_dict())
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_swa_keeps_averaged_weights_with_batch_norm_statistics_recomputed_for_them():
+    seed_everything(0, True)
+    recipe = dataclasses.replace(RECIPE, model={}, eval_batch_size=50,
+                                 swa=SwaConfig(enabled=True, start=0.5, lr=0.01, anneal_epochs=1))
+    model = create_model("fastcnn", widths=[8, 8, 8])
+    train = data()
+    result = fit(model, recipe, 4, train, data(60, seed=2), NORM, torch.Generator().manual_seed(0))
+    kept = create_model("fastcnn", widths=[8, 8, 8])
+    kept.load_state_dict(result.best_state)
+    expected = create_model("fastcnn", widths=[8, 8, 8])
+    expected.load_state_dict(result.best_state)
+    recompute_batch_norm(expected, [NORM(train.x[i:i + 50]) for i in range(0, len(train), 50)])
+    assert torch.allclose(kept[1].running_mean, expected[1].running_mean, atol=1e-6)
+    assert torch.allclose(kept[1].running_var, expected[1].running_var, atol=1e-6)
+    assert not torch.allclose(kept[1].running_mean, torch.zeros_like(kept[1].running_mean))
+    # the averaged weights differ from the last epoch's
+    assert not torch.equal(kept[0].weight, model[0].weight)
+
+
 def test_bf16_autocast_channels_last_and_compile_run_on_the_cpu():
     seen = []
     model = create_model("cnn1")
@@ -200,15 +233,16 @@ def test_bf16_autocast_channels_last_and_compile_run_on_the_cpu():
     assert math.isfinite(loss)
     assert seen[0] == (torch.bfloat16, True)
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert all(not k.startswith("_orig_mod") for k in model.state_dict())  # the clean module keeps the weights
 
 
-def test_bf16_precision_needs_cuda():
+def test_bf16_precision_needs_cuda(monkeypatch):
     with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
         Runtime.for_recipe(dataclasses.replace(RECIPE, precision="bf16"), CPU)
     assert Runtime.for_recipe(dataclasses.replace(RECIPE, precision="auto"), CPU).amp_dtype is None
-    assert Runtime.for_recipe(dataclasses.replace(RECIPE, precision="auto"), torch.device("cuda")).amp_dtype \
-        == torch.bfloat16
+    auto = dataclasses.replace(RECIPE, precision="auto")
+    for supported, expected in ((True, torch.bfloat16), (False, None)):  # pre-Ampere GPUs: no native bf16
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, s=supported: s)
+        assert Runtime.for_recipe(auto, torch.device("cuda")).amp_dtype == expected
 
 
 def test_tta_flip_averages_the_mirror_image():
@@ -220,6 +254,11 @@ def test_tta_flip_averages_the_mirror_image():
     with torch.no_grad():
         mirror = model(NORM(d.x).flip(-1))
     assert torch.allclose(tta, (plain + mirror) / 2, atol=1e-5)
+    # the evaluate stage's and the MLflow model's classifier average the same way
+    from fmnist.models.wrapper import NormalizedClassifier, pixels_to_input
+    classifier = NormalizedClassifier(model, 0.2, 0.3, [str(i) for i in range(10)], tta_flip=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(classifier(pixels_to_input(d.x[:, 0].numpy())), tta, atol=1e-5)
 
 
 class _TwoPhase(nn.Module):

@@ -31,7 +31,8 @@ def sk_random_forest(num_classes: int = 10, n_estimators: int = 100, max_depth: 
 @register_model("sk_svc", kind="sklearn")
 def sk_svc(num_classes: int = 10, C: float = 10.0, gamma: str | float = "scale", random_state: int = 0):
     # decision_function scores rank the classes; probability=True would cost a 5-fold internal CV.
-    return _sk_svm.SVC(C=C, kernel="rbf", gamma=gamma, random_state=random_state)
+    # break_ties: predict() then agrees with the argmax of those scores, as the evaluate stage uses.
+    return _sk_svm.SVC(C=C, kernel="rbf", gamma=gamma, break_ties=True, random_state=random_state)
 
 
 @register_model("sk_knn", kind="sklearn")

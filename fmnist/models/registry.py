@@ -24,7 +24,7 @@ class ModelInfo:
     builder: Callable[..., Any]
     kind: Literal["torch", "sklearn"] = "torch"
     input: Literal["standardized", "unit"] = "standardized"  # unit: the model normalises [0, 1] pixels itself
-    finetune: bool = False  # has freeze/unfreeze for a two-phase transfer recipe
+    finetune: tuple[str, ...] = ()  # stages begin_finetune can unfreeze (two-phase transfer); () = none
     probe: bool = True  # build it (on the meta device) to validate options at start-up
 
     @property
@@ -37,12 +37,12 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def register_model(name: str, *, kind: str = "torch", input: str = "standardized", finetune: bool = False,
-                   probe: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_model(name: str, *, kind: str = "torch", input: str = "standardized",
+                   finetune: tuple[str, ...] = (), probe: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is registered twice")
-        _REGISTRY[name] = ModelInfo(name, builder, kind, input, finetune, probe)
+        _REGISTRY[name] = ModelInfo(name, builder, kind, input, tuple(finetune), probe)
         return builder
     return decorator
 

@@ -20,6 +20,7 @@ from fmnist.models.lazy import torchvision_models as models
 
 from fmnist.models.registry import register_model
 
+FINETUNE_STAGES = ("layer1", "layer2", "layer3", "layer4")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,7 +59,7 @@ def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
 class ResNet50Transfer(nn.Module):
     """torchvision's ResNet-50 (original ImageNet stem) with a new MLP head; input [N, 1, 28, 28] in [0, 1]."""
 
-    finetune_stages = ("layer1", "layer2", "layer3", "layer4")
+    finetune_stages = FINETUNE_STAGES
 
     def __init__(self, num_classes: int, pretrained: bool, hidden: int, dropout: float):
         super().__init__()
@@ -69,9 +70,9 @@ class ResNet50Transfer(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.backbone = models.resnet50(weights=None)
-        if pretrained:
+        if pretrained:  # random weights have nothing to keep: then every layer trains from the start
             self.backbone.load_state_dict(load_imagenet_state_dict())  # strict: fc is still the 1000-way one
-        self._freeze_backbone()
+            self._freeze_backbone()
         self.backbone.fc = nn.Sequential(
             nn.Linear(self.backbone.fc.in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.BatchNorm1d(hidden), nn.Linear(hidden, num_classes),
@@ -105,7 +106,7 @@ class ResNet50Transfer(nn.Module):
         return self.backbone((x - self.mean) / self.std)
 
 
-@register_model("resnet50_transfer", input="unit", finetune=True, probe=False)
+@register_model("resnet50_transfer", input="unit", finetune=FINETUNE_STAGES, probe=False)
 def resnet50_transfer(num_classes: int = 10, pretrained: bool = True, hidden: int = 256,
                       dropout: float = 0.3) -> nn.Module:
     """ImageNet ResNet-50 (IMAGENET1K_V2) with head 2048-hidden-classes; backbone frozen until begin_finetune."""

@@ -43,10 +43,20 @@ class EstimatorClassifier(nn.Module):
         self.estimator = estimator
         self.class_names = list(class_names)
 
+    @property
+    def has_probabilities(self) -> bool:
+        """False for margins (an SVC): their softmax is no probability and their cross-entropy no loss."""
+        return hasattr(self.estimator, "predict_proba")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = x.reshape(len(x), -1).detach().cpu().numpy()
-        if hasattr(self.estimator, "predict_proba"):
-            scores = np.log(np.clip(self.estimator.predict_proba(features), 1e-12, None))
-        else:
-            scores = self.estimator.decision_function(features)
-        return torch.from_numpy(np.asarray(scores, dtype=np.float32))
+        return torch.from_numpy(estimator_scores(self.estimator, x.reshape(len(x), -1).detach().cpu().numpy()))
+
+
+def estimator_scores(estimator, features: np.ndarray) -> np.ndarray:
+    """float32 [N, classes]: log-probabilities, or one-vs-rest margins; their argmax is the prediction."""
+    if hasattr(estimator, "predict_proba"):
+        return np.log(np.clip(estimator.predict_proba(features), 1e-12, None)).astype(np.float32)
+    margins = np.asarray(estimator.decision_function(features), dtype=np.float32)
+    if margins.ndim == 1:  # two classes: one margin, positive for the second class
+        margins = np.stack([-margins, margins], axis=1)
+    return margins

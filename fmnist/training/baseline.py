@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import log_loss
 
 from fmnist.data.prepare import Arrays
+from fmnist.models.wrapper import estimator_scores
 
 TRAIN_SCORE_SAMPLE = 10_000  # scoring all 54,000 training images would cost k-NN and SVC minutes
 
@@ -19,12 +20,12 @@ def features(arrays: Arrays) -> np.ndarray:
 
 
 def _loss_and_accuracy(estimator, arrays: Arrays, labels: np.ndarray) -> tuple[float | None, float]:
-    x = features(arrays)
-    predictions = estimator.predict(x)
-    accuracy = float((predictions == arrays.y).mean())
+    """The same scores as the logged classifier: the prediction is their argmax."""
+    scores = estimator_scores(estimator, features(arrays))
+    accuracy = float((labels[scores.argmax(1)] == arrays.y).mean())
     if not hasattr(estimator, "predict_proba"):
         return None, accuracy  # an SVC without probability calibration has no likelihood
-    return float(log_loss(arrays.y, estimator.predict_proba(x), labels=labels)), accuracy
+    return float(log_loss(arrays.y, np.exp(scores), labels=labels)), accuracy
 
 
 def _train_sample(train: Arrays, seed: int) -> Arrays:

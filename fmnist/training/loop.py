@@ -16,19 +16,12 @@ import torch
 from torch import nn
 
 from fmnist.config import RecipeConfig
+from fmnist.devices import sync
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
 from fmnist.stopping import EarlyStopping, mode_for
 from fmnist.training.optim import LrSchedule, WeightAverager, build_optimizer, phase_start_epoch, recompute_batch_norm
 
 EpochCallback = Callable[[dict], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -39,11 +32,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -61,7 +49,8 @@ class Runtime:
         if recipe.precision == "bf16" and device.type != "cuda":
             raise ValueError(f"precision bf16 needs a CUDA device, but training runs on {device.type}; "
                              "set the recipe's precision to fp32 or auto")
-        bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+        bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda"
+                                              and torch.cuda.is_bf16_supported(including_emulation=False))
         return cls(device, torch.bfloat16 if bf16 else None, recipe.channels_last, recipe.compile)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -157,7 +146,8 @@ class FitResult:
 
 def _plain_batches(data: DeviceDataset, batch_size: int, normalize: Normalizer, runtime: Runtime
                    ) -> Iterable[torch.Tensor]:
-    return (runtime.prepare_input(x) for x, _ in eval_batches(data, batch_size, normalize))
+    # batch norm cannot train on a single image: a trailing batch of one is left out
+    return (runtime.prepare_input(x) for x, _ in eval_batches(data, batch_size, normalize) if len(x) > 1)
 
 
 def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,
@@ -193,7 +183,7 @@ def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDatase
             averager.begin(model, optimizer)
         averaging = averager is not None and averager.active(epoch)
         lr = schedule.lr
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         train_loss, train_acc = train_one_epoch(net, train, optimizer, recipe.batch_size, generator, normalize,
                                                 augment, runtime, rules,
@@ -201,7 +191,7 @@ def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDatase
         val_loss, val_acc, _ = evaluate(net, val, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
         if averaging:
             averager.after_epoch(model)
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - start
         cumulative += seconds
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
@@ -231,11 +221,11 @@ def _finish_swa(result: FitResult, averager: WeightAverager, recipe: RecipeConfi
                 val: DeviceDataset, test: DeviceDataset | None, normalize: Normalizer, runtime: Runtime) -> None:
     """Recompute the averaged model's batch-norm statistics, score it, and keep it as the result."""
     averaged = averager.model.module
-    _sync(train.x.device)
+    sync(train.x.device)
     start = time.perf_counter()
     recompute_batch_norm(averaged, _plain_batches(train, recipe.eval_batch_size, normalize, runtime))
     val_loss, val_acc, _ = evaluate(averaged, val, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
-    _sync(train.x.device)
+    sync(train.x.device)
     result.swa = {"swa_val_loss": val_loss, "swa_val_acc": val_acc, "swa_start_epoch": averager.start_epoch,
                   "swa_bn_seconds": time.perf_counter() - start}
     if test is not None:

@@ -16,7 +16,7 @@ from fmnist.config import Params
 from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.evaluation import TestReport, pixel_logits, score_predictions
 from fmnist.models.wrapper import NormalizedClassifier
-from fmnist.training.loop import resolve_device
+from fmnist.devices import resolve_device
 from fmnist.io import atomic_write_text, csv_text, dict_csv_text, read_json, write_json
 from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 
@@ -63,7 +63,9 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     report = score_predictions(pixel_logits(model.to(device), test.x, device=device), test.y, names)
 
     # Per-class figures go to per_class.csv: the metrics file stays one readable row for `dvc metrics show`.
-    metrics = {"test_loss": report.loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1,
+    # An SVC's margins give a prediction but no likelihood: no loss then, as in training.
+    loss = report.loss if getattr(model, "has_probabilities", True) else None
+    metrics = {"test_loss": loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1,
                "n_test": len(test)}
     confusion_png = paths.figures_dir / "confusion.png"
     misclassified_png = paths.figures_dir / "misclassified.png"
@@ -80,7 +82,7 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
 
     tracking.log_to_finished_run(
         client, run_id,
-        metrics={"final_test_loss": report.loss, "final_test_acc": report.accuracy,
+        metrics={**({"final_test_loss": loss} if loss is not None else {}), "final_test_acc": report.accuracy,
                  "final_test_macro_f1": report.macro_f1,
                  **{f"final_test_f1.{_slug(r['class'])}": r["f1"] for r in report.per_class}},
         artifacts=[(confusion_png, "evaluation"), (misclassified_png, "evaluation")],

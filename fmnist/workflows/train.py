@@ -11,7 +11,7 @@ import torch
 
 from fmnist import tracking
 from fmnist.checkpoint import save_checkpoint
-from fmnist.config import Params, to_flat_dict
+from fmnist.config import TORCH_ONLY_FIELDS, Params, to_flat_dict
 from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.io import atomic_write_text, dict_csv_text, file_sha256, read_json, write_json
@@ -20,7 +20,8 @@ from fmnist.models.baselines import learned_numbers
 from fmnist.models.wrapper import EstimatorClassifier, NormalizedClassifier, pixels_to_input
 from fmnist.reporting.tables import HISTORY_COLUMNS, time_to_accuracy
 from fmnist.training.baseline import fit_baseline
-from fmnist.training.loop import Runtime, fit, resolve_device, seed_everything
+from fmnist.devices import resolve_device
+from fmnist.training.loop import Runtime, fit, seed_everything
 from fmnist.training.probes import UnitWeightRecorder, first_pixel_layer
 
 
@@ -41,16 +42,26 @@ def recipe_params(params: Params, arch: str, device: torch.device, sizes: dict[s
     recipe = params.recipe(arch)
     budget = recipe.budget(params.profile)
     sklearn = model_info(arch).kind == "sklearn"
-    flat = {f"recipe.{k}": v for k, v in to_flat_dict(recipe).items()
-            if not k.startswith(("full.", "quick.", "model."))}
+    # A baseline logs only what applies to it (the stopping rule stays: the report restates it).
+    skipped = ("full", "quick", "model", *(f for f in TORCH_ONLY_FIELDS if f != "early_stopping" and sklearn))
+    flat = {f"recipe.{k}": v for k, v in to_flat_dict(recipe).items() if k.split(".")[0] not in skipped}
     # the options the model was built with: the recipe's, with this budget's overrides
-    flat.update({f"recipe.model.{k}": v for k, v in to_flat_dict(recipe.model_options(params.profile)).items() if k})
+    options = model_options(params, arch)
+    flat.update({f"recipe.model.{k}": v for k, v in to_flat_dict(options).items() if k})
     flat.update({"arch": arch, "kind": model_info(arch).kind, "profile": params.profile,
                  "epochs": 1 if sklearn else budget.epochs, "train_subset": budget.train_subset,
                  "eval_subset": budget.eval_subset,
                  "seed": params.train.seed, "deterministic": params.train.deterministic, "device": str(device),
                  "num_params": num_params, **{f"n_{k}": v for k, v in sizes.items()}})
     return flat
+
+
+def model_options(params: Params, arch: str) -> dict:
+    """The builder's options as run: the recipe's, this budget's overrides, and a baseline's seed."""
+    options = params.recipe(arch).model_options(params.profile)
+    if model_info(arch).kind == "sklearn" and "random_state" in model_info(arch).options:
+        options.setdefault("random_state", params.train.seed)
+    return options
 
 
 def stop_rule(recipe) -> dict:
@@ -103,7 +114,7 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
             trained = _fit_network(params, arch, arrays, stats, sizes, device, runtime, paths)
         summary = trained.summary
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        save_checkpoint(paths.model_dir / "model.pt", arch=arch, model_kwargs=recipe.model_options(params.profile),
+        save_checkpoint(paths.model_dir / "model.pt", arch=arch, model_kwargs=model_options(params, arch),
                         num_classes=len(stats["classes"]), class_names=stats["classes"], run_id=run.info.run_id,
                         **trained.checkpoint)
         example = pixels_to_input(arrays["val"].x[:4]).numpy()
@@ -135,7 +146,8 @@ def _fit_network(params: Params, arch: str, arrays: dict, stats: dict, sizes: di
     # On the training device: shuffling and augmentation draw their random numbers where the data is.
     generator = torch.Generator(device=device).manual_seed(params.train.seed)
     num_params = count_parameters(net)
-    tracking.log_params(recipe_params(params, arch, device, sizes, num_params))
+    tracking.log_params({**recipe_params(params, arch, device, sizes, num_params),
+                         "precision_used": "bf16" if runtime.amp_dtype == torch.bfloat16 else "fp32"})
     layer = first_pixel_layer(net)
     recorder = UnitWeightRecorder(layer) if layer is not None else None
 
@@ -159,10 +171,7 @@ def _fit_network(params: Params, arch: str, arrays: dict, stats: dict, sizes: di
 def _fit_estimator(params: Params, arch: str, arrays: dict, stats: dict, sizes: dict,
                    device: torch.device) -> Trained:
     recipe = params.recipe(arch)
-    options = recipe.model_options(params.profile)
-    if "random_state" in model_info(arch).options:
-        options.setdefault("random_state", params.train.seed)
-    estimator = create_model(arch, num_classes=len(stats["classes"]), **options)
+    estimator = create_model(arch, num_classes=len(stats["classes"]), **model_options(params, arch))
     logged = recipe_params(params, arch, device, sizes, 0)
     logged.pop("num_params")  # known only after the fit: logged as a metric with the summary
     tracking.log_params(logged)
