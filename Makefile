@@ -61,4 +61,4 @@ test-fast: setup
 
 # Our data path against the standard torchvision + DataLoader one, on this machine; run it on a quiet one.
 bench: venv
-	$(PY) benchmarks/bench_datapath.py --out docs/benchmarks.md
+	$(PY) benchmarks/bench_datapath.py --out docs/benchmarks.md --train-batches 60,resnet18=20
