@@ -77,7 +77,7 @@ class LrSchedule:
 
 def phase_start_epoch(share: float, epochs: int) -> int:
     """The first epoch after `share` of `epochs` (at least one epoch before it)."""
-    return max(2, math.floor(share * epochs) + 1) if epochs > 1 else 2
+    return max(2, math.floor(share * epochs) + 1)
 
 
 class WeightAverager:

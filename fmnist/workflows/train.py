@@ -170,7 +170,6 @@ def _fit_network(params: Params, arch: str, arrays: dict, stats: dict, sizes: di
 
 def _fit_estimator(params: Params, arch: str, arrays: dict, stats: dict, sizes: dict,
                    device: torch.device) -> Trained:
-    recipe = params.recipe(arch)
     estimator = create_model(arch, num_classes=len(stats["classes"]), **model_options(params, arch))
     logged = recipe_params(params, arch, device, sizes, 0)
     logged.pop("num_params")  # known only after the fit: logged as a metric with the summary
@@ -179,34 +178,38 @@ def _fit_estimator(params: Params, arch: str, arrays: dict, stats: dict, sizes: 
     result = fit_baseline(estimator, arrays["train"], arrays["val"], test, params.train.seed)
     for record in result.history:
         tracking.log_epoch(record)
-    row = result.history[0]
-    summary = {"arch": arch, "kind": "sklearn", "num_params": learned_numbers(estimator), "epochs_run": 1,
-               "best_epoch": 1, "early_stop_epoch": None, "stopped_early": False, "selected": "fit",
-               "best_val_acc": row["val_acc"], "best_val_loss": row.get("val_loss"),
-               "train_seconds": row["cumulative_seconds"], "seconds_to_best": row["cumulative_seconds"],
-               "fit_seconds": result.fit_seconds, **time_to_accuracy(result.history)}
+    summary = run_summary(arch, "sklearn", learned_numbers(estimator), result.history, best_epoch=1,
+                          selected="fit")
+    summary["fit_seconds"] = result.fit_seconds
     classifier = EstimatorClassifier(estimator, stats["classes"])
     return Trained(result.history, summary, classifier, {"estimator": estimator})
 
 
+def run_summary(arch: str, kind: str, num_params: int, history: list[dict], best_epoch: int,
+                early_stop_epoch: int | None = None, stopped_early: bool = False, selected: str = "best_epoch") -> dict:
+    """The figures every run reports (metrics JSON for DVC, metrics in MLflow), from its history."""
+    best = history[best_epoch - 1]
+    return {
+        "arch": arch,
+        "kind": kind,
+        "num_params": num_params,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "early_stop_epoch": early_stop_epoch,
+        "stopped_early": stopped_early,
+        "selected": selected,
+        "best_val_acc": best["val_acc"],
+        "best_val_loss": best.get("val_loss"),  # an SVC has none
+        "train_seconds": history[-1]["cumulative_seconds"],
+        "seconds_to_best": best["cumulative_seconds"],
+        **time_to_accuracy(history),
+    }
+
+
 def network_summary(arch: str, result, num_params: int) -> dict:
     """The run's figures for the model kept: the best-validation epoch, or the SWA average."""
-    best = result.history[result.best_epoch - 1]
-    summary = {
-        "arch": arch,
-        "kind": "torch",
-        "num_params": num_params,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "early_stop_epoch": result.early_stop_epoch,
-        "stopped_early": result.stopped_early,
-        "selected": "best_epoch",
-        "best_val_acc": best["val_acc"],
-        "best_val_loss": best["val_loss"],
-        "train_seconds": result.history[-1]["cumulative_seconds"],
-        "seconds_to_best": best["cumulative_seconds"],
-        **time_to_accuracy(result.history),
-    }
+    summary = run_summary(arch, "torch", num_params, result.history, result.best_epoch, result.early_stop_epoch,
+                          result.stopped_early)
     if result.swa is not None:
         summary.update(result.swa)
         summary.update({"selected": "swa", "best_epoch": result.epochs_run, "best_val_acc": result.swa["swa_val_acc"],
