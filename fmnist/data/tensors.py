@@ -123,9 +123,6 @@ class BatchAugment:
     def normalized(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return random_erasing(x, self.erasing, self.erasing_max_area, generator)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.pixels(x, generator)
-
 
 def train_batches(data: DeviceDataset, batch_size: int, generator: torch.Generator,
                   normalize: Normalizer, augment: BatchAugment | None = None

@@ -24,11 +24,16 @@ class NormalizedClassifier(nn.Module):
         self.tta_flip = tta_flip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        logits = self.net(x)
-        if self.tta_flip:  # as in training's evaluation: average with the mirror image
-            logits = (logits + self.net(x.flip(-1))) / 2
-        return logits
+        return logits_of(self.net, (x - self.mean) / self.std, self.tta_flip)
+
+
+def logits_of(net: nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+    """float32 logits; with tta_flip, averaged with those of the mirror image (a mirrored garment is as
+    plausible as the original). Training's evaluation, the evaluate stage and the served model all use it."""
+    logits = net(x).float()
+    if tta_flip:
+        logits = (logits + net(x.flip(-1)).float()) / 2
+    return logits
 
 
 class EstimatorClassifier(nn.Module):

@@ -17,6 +17,7 @@ from torch import nn
 
 from fmnist.config import RecipeConfig
 from fmnist.devices import sync
+from fmnist.models.wrapper import logits_of
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
 from fmnist.stopping import EarlyStopping, mode_for
 from fmnist.training.optim import LrSchedule, WeightAverager, build_optimizer, phase_start_epoch, recompute_batch_norm
@@ -71,10 +72,7 @@ class Runtime:
 def _logits(model: nn.Module, x: torch.Tensor, runtime: Runtime, tta_flip: bool) -> torch.Tensor:
     x = runtime.prepare_input(x)
     with runtime.autocast():
-        logits = model(x).float()
-        if tta_flip:  # the mirror image is as plausible a garment as the original
-            logits = (logits + model(x.flip(-1)).float()) / 2
-    return logits
+        return logits_of(model, x, tta_flip)
 
 
 @torch.no_grad()

@@ -136,7 +136,7 @@ def _fit_network(params: Params, arch: str, arrays: dict, stats: dict, sizes: di
                  runtime: Runtime, paths: TrainPaths) -> Trained:
     recipe = params.recipe(arch)
     budget = recipe.budget(params.profile)
-    net = create_model(arch, num_classes=len(stats["classes"]), **recipe.model_options(params.profile))
+    net = create_model(arch, num_classes=len(stats["classes"]), **model_options(params, arch))
     init_weights(net, recipe.init)
     net.to(device)
     # Models with their own input normalisation (ImageNet's, for transfer) take pixels in [0, 1].
