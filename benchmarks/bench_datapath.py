@@ -69,11 +69,11 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from fmnist.data.fetch import OFFICIAL_FILES, TORCHVISION_SUBDIR
-from fmnist.devices import resolve_device, sync
+from fmnist.training.devices import resolve_device, sync
 from fmnist.data.idx import read_pair
 from fmnist.data.prepare import Arrays, normalisation_stats
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, train_batches
-from fmnist.io import atomic_write_text
+from fmnist.core.io import atomic_write_text
 from fmnist.models import UnknownModelError, create_model, model_info
 
 ROOT = Path(__file__).resolve().parents[1]

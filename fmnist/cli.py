@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from fmnist.config import PROFILES, ConfigError, load_params
-from fmnist.io import atomic_write_text
+from fmnist.core.config import PROFILES, ConfigError, load_params, parse_params, read_params_file
+from fmnist.core.entry import run_main
+from fmnist.core.errors import StoreError
+from fmnist.core.io import atomic_write_text
 
-PROFILE_LINE = re.compile(r"^profile:\s*\S+", re.MULTILINE)
 OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 
 
 def set_profile(params_file: Path, profile: str) -> None:
-    """Rewrite only the top-level `profile:` line, keeping the file's comments and layout."""
+    """Set the top-level `profile:` with a round-tripping YAML parser: comments and layout are kept.
+    The result is validated before anything is written."""
+    from ruamel.yaml import YAML
+
     if profile not in PROFILES:
         raise ConfigError(f"profile: got {profile!r}, allowed values: {', '.join(PROFILES)}")
-    text = params_file.read_text()
-    if not PROFILE_LINE.search(text):
-        raise ConfigError(f"{params_file}: no top-level 'profile:' line to change")
-    atomic_write_text(params_file, PROFILE_LINE.sub(f"profile: {profile}", text, count=1))
-    load_params(params_file)  # still valid
+    parse_params({**read_params_file(params_file), "profile": profile})
+    yaml = YAML()  # round-trip mode
+    yaml.width = 4096  # never re-wrap long lines
+    yaml.preserve_quotes = True
+    data = yaml.load(params_file.read_text())
+    data["profile"] = profile
+    out = io.StringIO()
+    yaml.dump(data, out)
+    atomic_write_text(params_file, out.getvalue())
 
 
 def _env_with_this_python() -> dict[str, str]:
@@ -40,15 +49,15 @@ def run_pipeline(profile: str, params_file: Path) -> int:
 
 
 def train_and_evaluate(arch: str, overrides: list[str], params_file: Path) -> int:
-    """One architecture outside DVC, with overrides: its train then evaluate stage."""
-    load_params(params_file, overrides).recipe(arch)  # fail before any work
-    sets = [arg for item in overrides for arg in ("--set", item)]
-    stages = Path(__file__).resolve().parents[1] / "stages"
-    for stage in ("train.py", "evaluate.py"):
-        code = subprocess.call([sys.executable, str(stages / stage), "--arch", arch, "--params", str(params_file),
-                                *sets])
-        if code:
-            return code
+    """One architecture outside DVC, with overrides: its train then evaluate workflow, in this process."""
+    from fmnist.workflows.evaluate import EvalPaths, evaluate_architecture
+    from fmnist.workflows.train import TrainPaths, train_architecture
+
+    params = load_params(params_file, overrides)
+    summary = train_architecture(params, arch, TrainPaths.for_arch(arch))
+    print(summary.describe())
+    evaluation = evaluate_architecture(params, arch, EvalPaths.for_arch(arch))
+    print(evaluation.describe(arch))
     return 0
 
 
@@ -67,7 +76,7 @@ def print_tables(tracking_uri: str | None, experiment: str, run_id: str | None, 
     uri = tracking_uri or tracking.configure()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # A read-only command: do not let MLflow create an empty database at a mistyped path.
-        raise ValueError(f"no MLflow database at {uri.removeprefix('sqlite:///')}; pass --tracking-uri "
+        raise StoreError(f"no MLflow database at {uri.removeprefix('sqlite:///')}; pass --tracking-uri "
                          "or run from the project root")
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
@@ -92,7 +101,7 @@ def predict(images: list[str], model_uri: str | None, params_file: Path) -> int:
     try:
         model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
     except Exception as err:  # MLflow raises several types for a missing or unreadable model
-        raise ValueError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {err}. "
+        raise StoreError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {err}. "
                          "Run the pipeline first (it registers the champion), or pass --model URI.") from err
     model.eval()
     predictions, errors = predict_files(model, images)
@@ -128,26 +137,27 @@ def main(argv: list[str] | None = None) -> None:
     for p in (prof, pipe, train, pred):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "profile":
-            set_profile(args.params, args.name)
-        elif args.command == "pipeline":
-            sys.exit(run_pipeline(args.name, args.params))
-        elif args.command == "train":
-            # Several overrides may share one argument (MLproject passes one string): split before each KEY=.
-            overrides = [item for arg in args.overrides for item in OVERRIDE_START.split(arg.strip()) if item]
-            sys.exit(train_and_evaluate(args.arch, overrides, args.params))
-        elif args.command == "predict":
-            sys.exit(predict(args.images, args.model, args.params))
-        elif args.command == "tables":
-            print_tables(args.tracking_uri, args.experiment, args.run_id, args.format)
-        elif args.command == "models":
-            from fmnist.models import list_models
+    run_main(lambda: _dispatch(args))
 
-            print("\n".join(list_models()))
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "profile":
+        set_profile(args.params, args.name)
+    elif args.command == "pipeline":
+        return run_pipeline(args.name, args.params)
+    elif args.command == "train":
+        # Several overrides may share one argument (MLproject passes one string): split before each KEY=.
+        overrides = [item for arg in args.overrides for item in OVERRIDE_START.split(arg.strip()) if item]
+        return train_and_evaluate(args.arch, overrides, args.params)
+    elif args.command == "predict":
+        return predict(args.images, args.model, args.params)
+    elif args.command == "tables":
+        print_tables(args.tracking_uri, args.experiment, args.run_id, args.format)
+    elif args.command == "models":
+        from fmnist.models import list_models
+
+        print("\n".join(list_models()))
+    return 0
 
 
 if __name__ == "__main__":

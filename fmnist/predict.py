@@ -64,7 +64,7 @@ def classify(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(class index, probability) per uint8 image, for a model taking [N, 1, 28, 28] in [0, 1]."""
     import torch
 
-    from fmnist.evaluation import pixel_logits
+    from fmnist.training.scoring import pixel_logits
 
     best = torch.softmax(pixel_logits(model, images), dim=1).max(dim=1)
     return best.indices.numpy(), best.values.numpy()

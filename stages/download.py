@@ -1,7 +1,7 @@
 """Stage download: fetch the four official files, verified, into the torchvision layout."""
 
 from fmnist.data.fetch import fetch_all
-from fmnist.entry import load, parser, run_main
+from fmnist.core.entry import load, parser, run_main
 
 
 def main() -> None:

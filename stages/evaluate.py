@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fmnist.entry import load, parser, run_main
+from fmnist.core.entry import load, parser, run_main
 from fmnist.workflows.evaluate import EvalPaths, evaluate_architecture
 
 
@@ -15,14 +15,8 @@ def main() -> None:
     p.add_argument("--confusion", type=Path)
     p.add_argument("--figures", type=Path)
     args = p.parse_args()
-    params = load(args)
-    arch = args.arch
-    paths = EvalPaths(model_dir=args.model_dir or Path("models") / arch, test_file=args.test,
-                      metrics_file=args.metrics or Path("metrics/eval") / f"{arch}.json",
-                      confusion_csv=args.confusion or Path("plots/confusion") / f"{arch}.csv",
-                      figures_dir=args.figures or Path("reports/eval") / arch)
-    metrics = evaluate_architecture(params, arch, paths)
-    print(f"{arch}: test acc {metrics['test_acc']:.4f}, macro F1 {metrics['test_macro_f1']:.4f}")
+    paths = EvalPaths.for_arch(args.arch, args.model_dir, args.test, args.metrics, args.confusion, args.figures)
+    print(evaluate_architecture(load(args), args.arch, paths).describe(args.arch))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Stage preprocess: validated IDX -> uint8 npz arrays and normalisation statistics."""
 
 from fmnist.data.prepare import preprocess
-from fmnist.entry import load, parser, run_main
+from fmnist.core.entry import load, parser, run_main
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fmnist.entry import load, parser, run_main
+from fmnist.core.entry import load, parser, run_main
 from fmnist.workflows.report import ReportPaths, ReportSettings, write_report
 
 

@@ -1,7 +1,7 @@
 """Stage split: seeded, stratified train/validation split of the training images."""
 
 from fmnist.data.prepare import split
-from fmnist.entry import load, parser, run_main
+from fmnist.core.entry import load, parser, run_main
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fmnist.entry import load, parser, run_main
+from fmnist.core.entry import load, parser, run_main
 from fmnist.workflows.train import TrainPaths, train_architecture
 
 
@@ -15,15 +15,8 @@ def main() -> None:
     p.add_argument("--metrics", type=Path)
     p.add_argument("--history", type=Path)
     args = p.parse_args()
-    params = load(args)
-    arch = args.arch
-    paths = TrainPaths(split_dir=args.split, prepared_dir=args.prepared,
-                       model_dir=args.model_dir or Path("models") / arch,
-                       metrics_file=args.metrics or Path("metrics/train") / f"{arch}.json",
-                       history_file=args.history or Path("metrics/history") / f"{arch}.csv")
-    summary = train_architecture(params, arch, paths)
-    print(f"{arch}: best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']} "
-          f"of {summary['epochs_run']}, {summary['train_seconds']:.1f} s")
+    paths = TrainPaths.for_arch(args.arch, args.split, args.prepared, args.model_dir, args.metrics, args.history)
+    print(train_architecture(load(args), args.arch, paths).describe())
 
 
 if __name__ == "__main__":

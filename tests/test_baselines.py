@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import synthetic_images
-from fmnist.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
+from fmnist.training.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
 from fmnist.data.prepare import Arrays
 from fmnist.models import create_model, list_models, model_info
 from fmnist.models.baselines import learned_numbers

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from fmnist.config import ConfigError, apply_overrides, load_params, parse_params
+from fmnist.core.config import ConfigError, apply_overrides, load_params, parse_params
 
 
 def repo_params() -> dict:

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
-from fmnist.evaluation import score_predictions
+from fmnist.training.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
+from fmnist.training.scoring import score_predictions
 from fmnist.models import create_model
 
 NAMES = ["a", "b", "c"]

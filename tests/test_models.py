@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from fmnist.models import UnknownModelError, create_model, init_weights, list_models
+from fmnist.models import UnknownModelError, create_model, list_models
+from fmnist.models.init import init_weights
 
 
 def n_params(model):

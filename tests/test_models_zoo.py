@@ -9,7 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-from fmnist.models import check_model_options, create_model, init_weights, list_models, model_info
+from fmnist.models import create_model, list_models, model_info
+from fmnist.models.checks import check_model_options
+from fmnist.models.init import init_weights
 from fmnist.models.shakeshake import ShakeBlock, ShakeShake, shake_shake
 from fmnist.models.transfer import imagenet_weights
 

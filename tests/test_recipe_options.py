@@ -10,16 +10,21 @@ import torch
 from torch import nn
 
 from conftest import synthetic_images
-from fmnist.config import (AugmentConfig, EarlyStoppingConfig, FinetuneConfig, OptimizerConfig, RecipeConfig,
+from fmnist.core.config import (AugmentConfig, EarlyStoppingConfig, FinetuneConfig, OptimizerConfig, RecipeConfig,
                            SchedulerConfig, SwaConfig)
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, random_erasing, random_zoom, zoom
 from fmnist.models import create_model
-from fmnist.training.loop import Runtime, StepRules, evaluate, fit, seed_everything, train_one_epoch
+from fmnist.training.loop import StepRules, evaluate, fit, train_one_epoch
+from fmnist.training.runtime import Runtime, seed_everything
 from fmnist.training.optim import LrSchedule, build_optimizer, recompute_batch_norm
 
 CPU = torch.device("cpu")
 NORM = Normalizer(0.2, 0.3)
+
+
+def _replace(config, **changes):
+    return config.model_copy(update=changes)
 
 
 def data(n=120, seed=1):
@@ -97,7 +102,7 @@ def test_swa_keeps_the_average_of_the_weights_from_its_start_epoch():
     seed_everything(0, True)
     model = create_model("mlp", hidden=[16])
     snapshots = []
-    recipe = dataclasses.replace(RECIPE, swa=SwaConfig(enabled=True, start=0.5, lr=0.01, anneal_epochs=1))
+    recipe = _replace(RECIPE, swa=SwaConfig(enabled=True, start=0.5, lr=0.01, anneal_epochs=1))
     result = fit(model, recipe, 4, data(), data(60, seed=2), NORM, torch.Generator().manual_seed(0),
                  on_epoch=lambda r: snapshots.append(model[1].weight.detach().clone()))
     # start 0.5 of 4 epochs: averaging after epochs 3 and 4
@@ -193,7 +198,7 @@ def test_a_compiled_channels_last_fit_keeps_plain_weights():
     """compile (here the eager backend: inductor needs a C++ toolchain and minutes) and channels_last change how
     the network runs, not what is saved: the kept state loads strictly into a freshly built model."""
     seed_everything(0, True)
-    recipe = dataclasses.replace(RECIPE, model={}, channels_last=True, compile=True)
+    recipe = _replace(RECIPE, model={}, channels_last=True, compile=True)
     model = create_model("fastcnn", widths=[8, 8, 8])
     runtime = dataclasses.replace(Runtime.for_recipe(recipe, CPU), compile_backend="eager")
     result = fit(model, recipe, 2, data(), data(60, seed=2), NORM, torch.Generator().manual_seed(0), runtime=runtime)
@@ -205,7 +210,7 @@ def test_a_compiled_channels_last_fit_keeps_plain_weights():
 
 def test_swa_keeps_averaged_weights_with_batch_norm_statistics_recomputed_for_them():
     seed_everything(0, True)
-    recipe = dataclasses.replace(RECIPE, model={}, eval_batch_size=50,
+    recipe = _replace(RECIPE, model={}, eval_batch_size=50,
                                  swa=SwaConfig(enabled=True, start=0.5, lr=0.01, anneal_epochs=1))
     model = create_model("fastcnn", widths=[8, 8, 8])
     train = data()
@@ -237,9 +242,9 @@ def test_bf16_autocast_channels_last_and_compile_run_on_the_cpu():
 
 def test_bf16_precision_needs_cuda(monkeypatch):
     with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
-        Runtime.for_recipe(dataclasses.replace(RECIPE, precision="bf16"), CPU)
-    assert Runtime.for_recipe(dataclasses.replace(RECIPE, precision="auto"), CPU).amp_dtype is None
-    auto = dataclasses.replace(RECIPE, precision="auto")
+        Runtime.for_recipe(_replace(RECIPE, precision="bf16"), CPU)
+    assert Runtime.for_recipe(_replace(RECIPE, precision="auto"), CPU).amp_dtype is None
+    auto = _replace(RECIPE, precision="auto")
     for supported, expected in ((True, torch.bfloat16), (False, None)):  # pre-Ampere GPUs: no native bf16
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, s=supported: s)
         assert Runtime.for_recipe(auto, torch.device("cuda")).amp_dtype == expected
@@ -280,7 +285,7 @@ class _TwoPhase(nn.Module):
 def test_finetune_unfreezes_and_switches_to_the_small_lr():
     model = _TwoPhase()
     frozen = model.backbone.weight.clone()
-    recipe = dataclasses.replace(RECIPE, optimizer=OptimizerConfig(name="adam", lr=1e-2),
+    recipe = _replace(RECIPE, optimizer=OptimizerConfig(name="adam", lr=1e-2),
                                  finetune=FinetuneConfig(enabled=True, start=0.5, lr=1e-4, stages=["layer4"]))
     snapshots = []
     result = fit(model, recipe, 4, data(), data(60, seed=2), NORM, torch.Generator().manual_seed(0),
@@ -295,10 +300,10 @@ def test_the_speedrun_recipe_runs_end_to_end_on_the_cpu():
     """params.yaml's GPU recipe (one-cycle, SWA, label smoothing, channels_last, TTA, precision auto) on
     tiny data and a narrow net: every code path of it runs here; bf16 itself needs CUDA."""
     from conftest import ROOT
-    from fmnist.config import load_params
+    from fmnist.core.config import load_params
 
     recipe = load_params(ROOT / "params.yaml").recipe("speedrun")
-    recipe = dataclasses.replace(recipe, batch_size=40, eval_batch_size=60,
+    recipe = _replace(recipe, batch_size=40, eval_batch_size=60,
                                  model={**recipe.model, "stem": 8, "widths": [8, 16, 16]})
     seed_everything(0, True)
     model = create_model("speedrun", **recipe.model)

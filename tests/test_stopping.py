@@ -1,4 +1,4 @@
-from fmnist.stopping import EarlyStopping, early_stopping_point
+from fmnist.core.stopping import EarlyStopping, early_stopping_point
 
 
 def test_stops_after_patience_epochs_without_real_improvement():

@@ -4,14 +4,19 @@ import pytest
 import torch
 
 from conftest import synthetic_images
-from fmnist.config import EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig
+from fmnist.core.config import EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model
-from fmnist.training.loop import fit, seed_everything
+from fmnist.training.loop import fit
+from fmnist.training.runtime import seed_everything
 
 CPU = torch.device("cpu")
 TIMING = {"epoch_seconds", "cumulative_seconds"}
+
+
+def _replace(config, **changes):
+    return config.model_copy(update=changes)
 
 
 def datasets(n_train=200, n_val=60):
@@ -45,7 +50,7 @@ def test_history_has_every_metric_per_epoch_and_learns():
 
 def test_same_seed_same_metrics_different_seed_different():
     strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING} for r in h]
-    cnn = dataclasses.replace(RECIPE, model={})
+    cnn = _replace(RECIPE, model={})
     a, _ = run(cnn, 2, seed=1, arch="cnn4")
     b, _ = run(cnn, 2, seed=1, arch="cnn4")
     c, _ = run(cnn, 2, seed=2, arch="cnn4")
@@ -55,11 +60,11 @@ def test_same_seed_same_metrics_different_seed_different():
 
 def test_early_stopping_stops_or_runs_on_and_records_the_point():
     # lr 0 => no progress, so patience 2 triggers at epoch 3
-    frozen = dataclasses.replace(RECIPE, optimizer=OptimizerConfig(name="sgd", lr=1e-12),
+    frozen = _replace(RECIPE, optimizer=OptimizerConfig(name="sgd", lr=1e-12),
                                  early_stopping=EarlyStoppingConfig(patience=2, min_delta=0.01, stop=True))
     stopped, _ = run(frozen, 6)
     assert stopped.stopped_early and stopped.epochs_run == 3 and stopped.early_stop_epoch == 3
-    run_on = dataclasses.replace(frozen, early_stopping=dataclasses.replace(frozen.early_stopping, stop=False))
+    run_on = _replace(frozen, early_stopping=_replace(frozen.early_stopping, stop=False))
     full, _ = run(run_on, 6)
     assert not full.stopped_early and full.epochs_run == 6 and full.early_stop_epoch == 3
 
@@ -71,7 +76,7 @@ def test_best_state_is_the_best_validation_epoch():
 
 
 def test_plateau_schedule_reduces_lr_when_stuck():
-    recipe = dataclasses.replace(RECIPE, optimizer=OptimizerConfig(name="sgd", lr=1e-6),
+    recipe = _replace(RECIPE, optimizer=OptimizerConfig(name="sgd", lr=1e-6),
                                  scheduler=SchedulerConfig(name="plateau", factor=0.5, patience=0),
                                  early_stopping=EarlyStoppingConfig(patience=10, stop=False))
     result, _ = run(recipe, 4)

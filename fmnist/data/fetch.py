@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from fmnist.core.errors import DataError
+
 log = logging.getLogger(__name__)
 
 # SHA-256 of the decompressed official files.
@@ -33,7 +35,7 @@ OFFICIAL_FILES: dict[str, str] = {
 TORCHVISION_SUBDIR = Path("FashionMNIST") / "raw"
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(DataError):
     """No source delivered a file, or a file's content does not match its pinned hash."""
 
 

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.core.errors import DataError
+
 IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(DataError):
     """An IDX file is corrupt, truncated or not the kind of file expected."""
 
 

@@ -11,7 +11,8 @@ from sklearn.model_selection import train_test_split
 
 from fmnist.data.fetch import raw_file
 from fmnist.data.idx import read_pair
-from fmnist.io import save_npz, write_json
+from fmnist.core.errors import DataError
+from fmnist.core.io import save_npz, write_json
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -63,13 +64,16 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, classes: list[int] | No
 def _read(raw_dir: Path, prefix: str, count: int | None) -> Arrays:
     x, y = read_pair(raw_file(raw_dir, f"{prefix}-images-idx3-ubyte"),
                      raw_file(raw_dir, f"{prefix}-labels-idx1-ubyte"), expected_count=count)
+    if len(y) and (y.min() < 0 or y.max() > 9):
+        raise DataError(f"{path}: labels must be class indices 0-9, found {int(y.min())}..{int(y.max())}; "
+                        "re-run the stage that writes it (`dvc repro --force preprocess`)")
     return Arrays(x, y.astype(np.int64))
 
 
 def load_arrays(path: str | Path) -> Arrays:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the earlier pipeline stages first (`dvc repro`)")
+        raise DataError(f"{path}: not found; run the earlier pipeline stages first (`dvc repro`)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = {"x", "y"} - set(data.files)
@@ -77,10 +81,13 @@ def load_arrays(path: str | Path) -> Arrays:
                 raise ValueError(f"missing arrays {sorted(missing)}")
             x, y = data["x"], data["y"]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"{path}: not a readable array file ({err}); re-run the stage that writes it") from err
+        raise DataError(f"{path}: not a readable array file ({err}); re-run the stage that writes it") from None
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y):
-        raise ValueError(f"{path}: expected uint8 images [N, 28, 28] and N labels, got {x.dtype} {x.shape} "
+        raise DataError(f"{path}: expected uint8 images [N, 28, 28] and N labels, got {x.dtype} {x.shape} "
                          f"and {y.shape}; re-run the stage that writes it")
+    if len(y) and (y.min() < 0 or y.max() > 9):
+        raise DataError(f"{path}: labels must be class indices 0-9, found {int(y.min())}..{int(y.max())}; "
+                        "re-run the stage that writes it (`dvc repro --force preprocess`)")
     return Arrays(x, y.astype(np.int64))
 
 

@@ -1,10 +1,11 @@
-"""Models registered by name: nn.Modules and scikit-learn baselines. Importing this package registers them all."""
+"""Models registered by name: nn.Modules and scikit-learn baselines, built by one factory.
 
-from fmnist.models import (baselines, mlp, mobile, resnets, shakeshake, small_cnn, speedrun, transfer,  # noqa: F401
-                           wide_resnet)
-from fmnist.models.init import init_weights
-from fmnist.models.registry import (ModelInfo, UnknownModelError, check_model_options, create_model, list_models,
-                                    model_info,
-                                    register_model)
+Importing this package imports no torch: the registry is a catalog, and each model family's module
+is imported when one of its models is built.
+"""
 
-__all__ = ["create_model", "list_models", "model_info", "ModelInfo", "register_model", "init_weights", "UnknownModelError", "check_model_options"]
+from fmnist.core.errors import UnknownModelError
+from fmnist.models.registry import ModelInfo, ModelKind, create_model, list_models, model_info, register_model
+
+__all__ = ["create_model", "list_models", "model_info", "ModelInfo", "ModelKind", "register_model",
+           "UnknownModelError"]

@@ -7,7 +7,6 @@ RandomForest 0.873, MLP 0.871, KNN 0.854, LogisticRegression 0.842.
 from __future__ import annotations
 
 from fmnist.models.lazy import LazyModule
-from fmnist.models.registry import register_model
 
 _sk_ensemble = LazyModule("sklearn.ensemble")
 _sk_linear = LazyModule("sklearn.linear_model")
@@ -16,31 +15,26 @@ _sk_neural = LazyModule("sklearn.neural_network")
 _sk_svm = LazyModule("sklearn.svm")
 
 
-@register_model("sk_logreg", kind="sklearn")
 def sk_logreg(num_classes: int = 10, C: float = 1.0, max_iter: int = 200, random_state: int = 0):
     return _sk_linear.LogisticRegression(C=C, max_iter=max_iter, random_state=random_state)
 
 
-@register_model("sk_random_forest", kind="sklearn")
 def sk_random_forest(num_classes: int = 10, n_estimators: int = 100, max_depth: int | None = None,
                      random_state: int = 0):
     return _sk_ensemble.RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, n_jobs=-1,
                                   random_state=random_state)
 
 
-@register_model("sk_svc", kind="sklearn")
 def sk_svc(num_classes: int = 10, C: float = 10.0, gamma: str | float = "scale", random_state: int = 0):
     # decision_function scores rank the classes; probability=True would cost a 5-fold internal CV.
     # break_ties: predict() then agrees with the argmax of those scores, as the evaluate stage uses.
     return _sk_svm.SVC(C=C, kernel="rbf", gamma=gamma, break_ties=True, random_state=random_state)
 
 
-@register_model("sk_knn", kind="sklearn")
 def sk_knn(num_classes: int = 10, n_neighbors: int = 5, weights: str = "distance", random_state: int = 0):
     return _sk_neighbors.KNeighborsClassifier(n_neighbors=n_neighbors, weights=weights, n_jobs=-1)
 
 
-@register_model("sk_mlp", kind="sklearn")
 def sk_mlp(num_classes: int = 10, hidden: tuple[int, ...] | list[int] = (100,), max_iter: int = 200,
            random_state: int = 0):
     return _sk_neural.MLPClassifier(hidden_layer_sizes=tuple(hidden), max_iter=max_iter, early_stopping=False,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from fmnist.models.registry import register_model
 
 
-@register_model("mlp")
 def mlp(num_classes: int = 10, hidden: tuple[int, ...] | list[int] = (256, 128), dropout: float = 0.2) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = 28 * 28

@@ -9,7 +9,6 @@ from __future__ import annotations
 from torch import nn
 from fmnist.models.lazy import torchvision_models as models
 
-from fmnist.models.registry import register_model
 
 
 def _one_channel_stride1(conv: nn.Conv2d) -> nn.Conv2d:
@@ -19,7 +18,6 @@ def _one_channel_stride1(conv: nn.Conv2d) -> nn.Conv2d:
     return new
 
 
-@register_model("mobilenet_v2")
 def mobilenet_v2(num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
     """MobileNetV2 with a stride-1 stem and a stride-1 first 24-channel stage: maps 28-28-28-14-7-4."""
     model = models.mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width_mult)
@@ -38,7 +36,6 @@ _SHUFFLENETS = {"0.5": "shufflenet_v2_x0_5", "1.0": "shufflenet_v2_x1_0",
                 "1.5": "shufflenet_v2_x1_5", "2.0": "shufflenet_v2_x2_0"}
 
 
-@register_model("shufflenet_v2")
 def shufflenet_v2(num_classes: int = 10, width: str = "1.0") -> nn.Module:
     """ShuffleNetV2 (width x0.5 to x2.0) with a stride-1 3x3 stem and no max pool: maps 28-28-14-7-4."""
     try:  # a YAML recipe may give 1.0 or 2 as numbers

@@ -13,7 +13,6 @@ from typing import Callable
 from torch import nn
 from fmnist.models.lazy import torchvision_models as models
 
-from fmnist.models.registry import register_model
 
 
 def _adapt(model: models.ResNet, num_classes: int, stem_pool: bool, dropout: float) -> models.ResNet:
@@ -33,19 +32,16 @@ def _build(factory: Callable[..., models.ResNet], num_classes: int, stem_pool: b
     return _adapt(factory(weights=None, num_classes=num_classes), num_classes, stem_pool, dropout)
 
 
-@register_model("resnet18")
 def resnet18(num_classes: int = 10, stem_pool: bool = False, dropout: float = 0.25) -> nn.Module:
     """ResNet-18, CIFAR-style stem by default: feature maps 28-28-14-7-4."""
     return _build(models.resnet18, num_classes, stem_pool, dropout)
 
 
-@register_model("resnet34")
 def resnet34(num_classes: int = 10, stem_pool: bool = False, dropout: float = 0.25) -> nn.Module:
     """ResNet-34, CIFAR-style stem by default: feature maps 28-28-14-7-4."""
     return _build(models.resnet34, num_classes, stem_pool, dropout)
 
 
-@register_model("resnet50")
 def resnet50(num_classes: int = 10, stem_pool: bool = True, dropout: float = 0.0) -> nn.Module:
     """ResNet-50; keeps the max pool by default (28-14-14-7-4-2) so its bottlenecks stay affordable on CPU."""
     return _build(models.resnet50, num_classes, stem_pool, dropout)

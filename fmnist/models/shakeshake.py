@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmnist.models.registry import register_model
 
 
 class ShakeShake(torch.autograd.Function):
@@ -89,7 +88,6 @@ class ShakeShakeResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-@register_model("shakeshake_resnet34")
 def shakeshake_resnet34(num_classes: int = 10, width: int = 64) -> nn.Module:
     """ResNet-34 layout (3-4-6-3 blocks, widths w-2w-4w-8w, maps 28-28-14-7-4) with shake-shake blocks."""
     return ShakeShakeResNet((3, 4, 6, 3), int(width), num_classes)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from fmnist.models.registry import register_model
 
 
 def _conv_bn(c_in: int, c_out: int, act: nn.Module) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), act]
 
 
-@register_model("cnn4")
 def cnn4(num_classes: int = 10) -> nn.Module:
     """4 conv layers 32-32-64-128 with batch norm and dropout, dense 512-128 (Keras 'Model 4')."""
     relu = nn.ReLU(inplace=True)
@@ -27,7 +25,6 @@ def cnn4(num_classes: int = 10) -> nn.Module:
     )
 
 
-@register_model("qstp_cnn5")
 def qstp_cnn5(num_classes: int = 10, dropout: float = 0.1, dense_dropout: float = 0.5,
               negative_slope: float = 0.01) -> nn.Module:
     """QSTP2018: 5 conv layers 32-64-128-256-512 (BN, LeakyReLU, dropout), pool after 2 and 4, dense 100."""
@@ -45,7 +42,6 @@ def qstp_cnn5(num_classes: int = 10, dropout: float = 0.1, dense_dropout: float 
     )
 
 
-@register_model("cnn1")
 def cnn1(num_classes: int = 10) -> nn.Module:
     """One 3x3 valid conv (32), pool, dropout 0.2, dense 64 (Keras 'Model 1'): the smallest CNN baseline."""
     return nn.Sequential(
@@ -56,7 +52,6 @@ def cnn1(num_classes: int = 10) -> nn.Module:
     )
 
 
-@register_model("cnn3")
 def cnn3(num_classes: int = 10) -> nn.Module:
     """Three valid convs 32-64-128 with pooling and dropout, dense 128 (Keras 'Model 3'); 28-26-13-11-5-3."""
     relu = nn.ReLU(inplace=True)
@@ -70,7 +65,6 @@ def cnn3(num_classes: int = 10) -> nn.Module:
     )
 
 
-@register_model("basic_cnn")
 def basic_cnn(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 0.4) -> nn.Module:
     """Conv-BN-ReLU pairs 64 and 128 with pooling and dropout, one 256 conv, global average pool, dense 128.
 
@@ -88,7 +82,6 @@ def basic_cnn(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float
     )
 
 
-@register_model("mini_vgg")
 def mini_vgg(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 0.5) -> nn.Module:
     """Mini VGG: (conv3x3-BN-ReLU x2, pool, dropout) for widths 64-128-256 (28-14-7-3), dense 512."""
     relu = nn.ReLU(inplace=True)

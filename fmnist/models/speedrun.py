@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from fmnist.models.registry import register_model
 
 
 def _block(c_in: int, c_out: int, convs: int) -> list[nn.Module]:
@@ -44,14 +43,12 @@ def _speed_net(num_classes: int, stem: int, widths: tuple[int, ...] | list[int],
                          Scale(logit_scale))
 
 
-@register_model("speedrun")
 def speedrun(num_classes: int = 10, stem: int = 32, widths: tuple[int, ...] | list[int] = (64, 256, 256),
              convs_per_block: int = 2, logit_scale: float = 1 / 9) -> nn.Module:
     """GPU time-to-accuracy network (about 1.9M parameters)."""
     return _speed_net(num_classes, stem, widths, convs_per_block, logit_scale)
 
 
-@register_model("fastcnn")
 def fastcnn(num_classes: int = 10, stem: int = 16, widths: tuple[int, ...] | list[int] = (32, 64, 128),
             convs_per_block: int = 1, logit_scale: float = 1 / 9) -> nn.Module:
     """CPU time-to-accuracy network (about 0.1M parameters): the same layout, narrow, one conv per block."""

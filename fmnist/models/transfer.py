@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from fmnist.models.lazy import torchvision_models as models
 
-from fmnist.models.registry import register_model
+from fmnist.core.errors import WeightsError
+from fmnist.models.registry import TRANSFER_STAGES as FINETUNE_STAGES
 
 FINETUNE_STAGES = ("layer1", "layer2", "layer3", "layer4")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,7 +31,7 @@ def imagenet_weights():
     return models.ResNet50_Weights.IMAGENET1K_V2
 
 
-class PretrainedWeightsNotFound(FileNotFoundError):
+class PretrainedWeightsNotFound(WeightsError):
     """The ImageNet weights are not in torch.hub's cache and could not be downloaded."""
 
 
@@ -106,7 +107,6 @@ class ResNet50Transfer(nn.Module):
         return self.backbone((x - self.mean) / self.std)
 
 
-@register_model("resnet50_transfer", input="unit", finetune=FINETUNE_STAGES, probe=False)
 def resnet50_transfer(num_classes: int = 10, pretrained: bool = True, hidden: int = 256,
                       dropout: float = 0.3) -> nn.Module:
     """ImageNet ResNet-50 (IMAGENET1K_V2) with head 2048-hidden-classes; backbone frozen until begin_finetune."""

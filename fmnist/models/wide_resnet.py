@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmnist.models.registry import register_model
 
 
 class WideBasicBlock(nn.Module):
@@ -66,7 +65,6 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-@register_model("wrn16_4")
 def wrn16_4(num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
     """WRN-16-4: 2 blocks per group, widths 64-128-256 (about 2.75M parameters); maps 28-28-14-7."""
     return WideResNet(16, 4, num_classes, dropout)

@@ -8,31 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from fmnist.stopping import early_stopping_point, mode_for
-
-# Per-epoch keys a training run records (MLflow metrics with step=epoch, and the history CSV).
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
-                   "epoch_seconds", "cumulative_seconds"]
+from fmnist.core.runs import LEADERBOARD_COLUMNS, EpochRecord, StopRule
+from fmnist.core.stopping import early_stopping_point, mode_for
 
 DIMINISHING_RULE = ("the first epoch whose validation accuracy is within {points:g} percentage points "
                     "of the best validation accuracy of the run (later epochs added less than that)")
-EARLY_STOP_RULE = ("the epoch at which {monitor} had gone {patience} consecutive epochs without improving "
-                   "by more than {min_delta:g}")
-
-
-TIME_TO_THRESHOLDS = (0.90, 0.92, 0.94, 0.95)
-
-
-def time_to_accuracy(history: list[dict], thresholds=TIME_TO_THRESHOLDS) -> dict:
-    """`time_to_94` etc.: training seconds until the first epoch whose test accuracy reached 94%, as in
-    the speed-run literature (absent when never reached or when test accuracy was not logged per epoch)."""
-    out = {}
-    for threshold in thresholds:
-        hit = next((row for row in history if row.get("test_acc", -1.0) >= threshold), None)
-        if hit is not None:
-            out[f"time_to_{round(threshold * 100)}"] = hit["cumulative_seconds"]
-            out[f"epoch_to_{round(threshold * 100)}"] = int(hit["epoch"])
-    return out
 
 
 def diminishing_returns_epoch(val_acc: list[float], tolerance: float) -> int | None:
@@ -40,16 +20,6 @@ def diminishing_returns_epoch(val_acc: list[float], tolerance: float) -> int | N
         return None
     target = max(val_acc) - tolerance
     return next(epoch for epoch, acc in enumerate(val_acc, start=1) if acc >= target)
-
-
-@dataclass(frozen=True)
-class StopRule:
-    monitor: str
-    patience: int
-    min_delta: float
-
-    def describe(self) -> str:
-        return EARLY_STOP_RULE.format(monitor=self.monitor, patience=self.patience, min_delta=self.min_delta)
 
 
 @dataclass
@@ -64,24 +34,19 @@ class EpochTimeTable:
     early_stop_rule: str
 
 
-def epoch_time_table(arch: str, history: list[dict], tolerance: float, rule: StopRule) -> EpochTimeTable:
-    values = [row[rule.monitor] for row in history]
+def epoch_time_table(arch: str, history: list[EpochRecord], tolerance: float, rule: StopRule) -> EpochTimeTable:
+    values = [getattr(row, rule.monitor) for row in history]
     best_epoch, stop_epoch = early_stopping_point(values, rule.patience, rule.min_delta, mode_for(rule.monitor))
-    dr_epoch = diminishing_returns_epoch([row["val_acc"] for row in history], tolerance)
+    dr_epoch = diminishing_returns_epoch([row.val_acc for row in history], tolerance)
     rows = []
     for row in history:
-        epoch = int(row["epoch"])
         marks = [label for label, at in (("best", best_epoch), ("diminishing returns", dr_epoch),
-                                         ("early stop", stop_epoch)) if at == epoch]
-        rows.append({"epoch": epoch, "train_acc": row["train_acc"], "val_acc": row["val_acc"],
-                     "test_acc": row.get("test_acc"), "cumulative_seconds": row["cumulative_seconds"],
+                                         ("early stop", stop_epoch)) if at == row.epoch]
+        rows.append({"epoch": row.epoch, "train_acc": row.train_acc, "val_acc": row.val_acc,
+                     "test_acc": row.test_acc, "cumulative_seconds": row.cumulative_seconds,
                      "marks": ", ".join(marks)})
     return EpochTimeTable(arch, rows, best_epoch, dr_epoch, stop_epoch, rule.monitor,
                           DIMINISHING_RULE.format(points=round(tolerance * 100, 4)), rule.describe())
-
-
-LEADERBOARD_COLUMNS = ["arch", "kind", "num_params", "epochs_run", "best_epoch", "best_val_acc", "test_acc", "n_test",
-                       "train_seconds", "run_id"]
 
 
 def leaderboard(entries: list[dict]) -> list[dict]:
@@ -96,8 +61,8 @@ class ReportInputs:
 
     architectures: list[str]
     tolerance: float
-    entries: list[dict] = field(default_factory=list)  # one per architecture, LEADERBOARD_COLUMNS
-    histories: dict[str, list[dict]] = field(default_factory=dict)
+    entries: list[dict] = field(default_factory=list)  # one per architecture: runs.leaderboard_entry rows
+    histories: dict[str, list[EpochRecord]] = field(default_factory=dict)
     rules: dict[str, StopRule] = field(default_factory=dict)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import log_loss
 
+from fmnist.core.runs import EpochRecord
 from fmnist.data.prepare import Arrays
 from fmnist.models.wrapper import estimator_scores
 
@@ -37,7 +38,7 @@ def _train_sample(train: Arrays, seed: int) -> Arrays:
 
 @dataclass
 class BaselineResult:
-    history: list[dict] = field(default_factory=list)  # one row, in the networks' per-epoch format
+    history: list[EpochRecord] = field(default_factory=list)  # one row, in the networks' per-epoch format
     fit_seconds: float = 0.0
 
 
@@ -53,8 +54,9 @@ def fit_baseline(estimator, train: Arrays, val: Arrays, test: Arrays | None, see
     val_loss, val_acc = _loss_and_accuracy(estimator, val, labels)
     seconds = time.perf_counter() - start
     train_loss, train_acc = _loss_and_accuracy(estimator, _train_sample(train, seed), labels)
-    record = {"epoch": 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-              "val_acc": val_acc, "epoch_seconds": seconds, "cumulative_seconds": seconds}
+    test_loss = test_acc = None
     if test is not None:
-        record["test_loss"], record["test_acc"] = _loss_and_accuracy(estimator, test, labels)
-    return BaselineResult([{k: v for k, v in record.items() if v is not None}], fit_seconds)
+        test_loss, test_acc = _loss_and_accuracy(estimator, test, labels)
+    record = EpochRecord(epoch=1, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
+                         test_loss=test_loss, test_acc=test_acc, epoch_seconds=seconds, cumulative_seconds=seconds)
+    return BaselineResult([record], fit_seconds)

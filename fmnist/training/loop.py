@@ -2,71 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch import nn
 
-from fmnist.config import RecipeConfig
-from fmnist.devices import sync
+from fmnist.core.config import RecipeConfig
+from fmnist.core.runs import EpochRecord
+from fmnist.training.devices import sync
 from fmnist.models.wrapper import logits_of
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
-from fmnist.stopping import EarlyStopping, mode_for
+from fmnist.core.stopping import EarlyStopping, mode_for
+from fmnist.training.runtime import Runtime
 from fmnist.training.optim import LrSchedule, WeightAverager, build_optimizer, phase_start_epoch, recompute_batch_norm
 
-EpochCallback = Callable[[dict], None]
+EpochCallback = Callable[[EpochRecord], None]
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+@runtime_checkable
+class Finetunable(Protocol):
+    """A model with a frozen backbone whose named stages can be unfrozen for a second phase."""
 
+    finetune_stages: tuple[str, ...]
 
-@dataclass(frozen=True)
-class Runtime:
-    """How the device runs the network: autocast dtype, memory format, compilation."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    compile: bool = False
-    compile_backend: str = "inductor"
-
-    @classmethod
-    def for_recipe(cls, recipe: RecipeConfig, device: torch.device) -> "Runtime":
-        if recipe.precision == "bf16" and device.type != "cuda":
-            raise ValueError(f"precision bf16 needs a CUDA device, but training runs on {device.type}; "
-                             "set the recipe's precision to fp32 or auto")
-        bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda"
-                                              and torch.cuda.is_bf16_supported(including_emulation=False))
-        return cls(device, torch.bfloat16 if bf16 else None, recipe.channels_last, recipe.compile)
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        """The module to call in the loop; `model` itself keeps the weights (and the clean state_dict)."""
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return torch.compile(model, backend=self.compile_backend) if self.compile else model
-
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+    def begin_finetune(self, stages: Iterable[str]) -> None: ...
 
 
 def _logits(model: nn.Module, x: torch.Tensor, runtime: Runtime, tta_flip: bool) -> torch.Tensor:
@@ -99,17 +63,19 @@ class StepRules:
     grad_clip: float | None = None
 
 
-def train_one_epoch(model: nn.Module, data: DeviceDataset, optimizer: torch.optim.Optimizer,
-                    batch_size: int, generator: torch.Generator, normalize: Normalizer,
-                    augment: BatchAugment, runtime: Runtime | None = None, rules: StepRules | None = None,
-                    after_batch: Callable[[], None] | None = None) -> tuple[float, float]:
-    runtime = runtime or Runtime(data.x.device)
+def train_steps(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer,
+                runtime: Runtime, rules: StepRules | None = None,
+                after_batch: Callable[[], None] | None = None) -> tuple[float, float]:
+    """One optimiser step per batch of (normalised images, labels): (mean loss, accuracy) over them.
+
+    The pipeline feeds it `train_batches`; the benchmark feeds it other data paths, so both time the
+    same step."""
     rules = rules or StepRules()
     model.train()
-    total_loss = torch.zeros((), device=data.x.device)
-    correct = torch.zeros((), device=data.x.device, dtype=torch.long)
+    total_loss = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     seen = 0
-    for x, y in train_batches(data, batch_size, generator, normalize, augment):
+    for x, y in batches:
         with runtime.autocast():
             logits = model(runtime.prepare_input(x))
             loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=rules.label_smoothing)
@@ -124,12 +90,21 @@ def train_one_epoch(model: nn.Module, data: DeviceDataset, optimizer: torch.opti
         total_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    return total_loss.item() / seen, correct.item() / seen
+    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+
+
+def train_one_epoch(model: nn.Module, data: DeviceDataset, optimizer: torch.optim.Optimizer,
+                    batch_size: int, generator: torch.Generator, normalize: Normalizer,
+                    augment: BatchAugment, runtime: Runtime | None = None, rules: StepRules | None = None,
+                    after_batch: Callable[[], None] | None = None) -> tuple[float, float]:
+    runtime = runtime or Runtime(data.x.device)
+    return train_steps(model, train_batches(data, batch_size, generator, normalize, augment), optimizer, runtime,
+                       rules, after_batch)
 
 
 @dataclass
 class FitResult:
-    history: list[dict] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int | None = None
     best_value: float | None = None
     early_stop_epoch: int | None = None
@@ -174,6 +149,8 @@ def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDatase
     result, cumulative = FitResult(), 0.0
     for epoch in range(1, epochs + 1):
         if epoch == finetune_epoch:
+            if not isinstance(model, Finetunable):
+                raise TypeError(f"{type(model).__name__} declares no fine-tuning stages (begin_finetune)")
             model.begin_finetune(recipe.finetune.stages)
             optimizer = build_optimizer(model, recipe.optimizer, lr=recipe.finetune.lr)
             schedule = LrSchedule(optimizer, recipe.scheduler, epochs - epoch + 1, steps_per_epoch, mode)
@@ -192,13 +169,14 @@ def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDatase
         sync(device)
         seconds = time.perf_counter() - start
         cumulative += seconds
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                  "val_acc": val_acc, "lr": lr, "epoch_seconds": seconds, "cumulative_seconds": cumulative}
+        test_loss = test_acc = None
         if test is not None:
-            record["test_loss"], record["test_acc"], _ = evaluate(net, test, normalize, recipe.eval_batch_size,
-                                                                  runtime, recipe.tta_flip)
+            test_loss, test_acc, _ = evaluate(net, test, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
+        record = EpochRecord(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                             val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, lr=lr, epoch_seconds=seconds,
+                             cumulative_seconds=cumulative)
         result.history.append(record)
-        monitored = record[es_cfg.monitor]
+        monitored = getattr(record, es_cfg.monitor)
         if stopper.update(epoch, monitored):
             result.best_state = copy.deepcopy(model.state_dict())
         if not averaging:

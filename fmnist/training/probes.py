@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist.io import save_npz
+from fmnist.core.io import save_npz
+from fmnist.core.runs import EpochRecord
 
 PIXELS = 28 * 28
 
@@ -32,10 +33,10 @@ class UnitWeightRecorder:
         self.epochs: list[int] = []
         self.snapshots: list[np.ndarray] = []
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, record: EpochRecord) -> None:
         with torch.no_grad():
             weights = self.layer.weight[torch.as_tensor(self.units, device=self.layer.weight.device)]
-        self.epochs.append(int(record["epoch"]))
+        self.epochs.append(record.epoch)
         self.snapshots.append(weights.float().cpu().numpy())
 
     def save(self, path: str | Path) -> Path:

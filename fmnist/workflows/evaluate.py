@@ -7,17 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from mlflow import MlflowClient
 
 from fmnist import tracking
-from fmnist.checkpoint import classifier_from_checkpoint, load_checkpoint
-from fmnist.config import Params
+from fmnist.core.config import Params
+from fmnist.core.io import atomic_write_text, csv_text, dict_csv_text
+from fmnist.core.runs import POINTER_FILE, Evaluation, read_pointer, write_evaluation
 from fmnist.data.prepare import load_arrays, stratified_subset
-from fmnist.evaluation import TestReport, pixel_logits, score_predictions
-from fmnist.models.wrapper import NormalizedClassifier
-from fmnist.devices import resolve_device
-from fmnist.io import atomic_write_text, csv_text, dict_csv_text, read_json, write_json
+from fmnist.models import model_info
+from fmnist.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from fmnist.training.scoring import TestReport, pixel_logits, score_predictions
+from fmnist.training.trainers import trainer_for
 from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 
 
@@ -28,6 +28,14 @@ class EvalPaths:
     metrics_file: Path  # dvc metrics
     confusion_csv: Path  # dvc plots (actual, predicted per test image)
     figures_dir: Path  # confusion.png, misclassified.png, per_class.csv
+
+    @classmethod
+    def for_arch(cls, arch: str, model_dir: Path | None = None, test_file: Path = Path("data/prepared/test.npz"),
+                 metrics_file: Path | None = None, confusion_csv: Path | None = None,
+                 figures_dir: Path | None = None) -> "EvalPaths":
+        """The pipeline's layout (dvc.yaml's), with any path overridden."""
+        return cls(model_dir or Path("models") / arch, test_file, metrics_file or Path("metrics/eval") / f"{arch}.json",
+                   confusion_csv or Path("plots/confusion") / f"{arch}.csv", figures_dir or Path("reports/eval") / arch)
 
 
 def _slug(name: str) -> str:
@@ -46,27 +54,25 @@ def _matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
     return csv_text(["true \\ predicted", *names], ([name, *map(int, row)] for name, row in zip(names, matrix)))
 
 
-def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> dict:
-    run_file = paths.model_dir / "run.json"
-    run_info = read_json(run_file)
-    run_id = run_info["run_id"]
+def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> Evaluation:
+    pointer = read_pointer(paths.model_dir)
     tracking.configure(root)
     client = MlflowClient()
-    tracking.existing_run(client, run_id, run_file)  # fail before any work if the store lost it
-    ckpt = load_checkpoint(paths.model_dir / "model.pt")
-    subset = run_info.get("test_subset") or {}
-    test = stratified_subset(load_arrays(paths.test_file), subset.get("size"), subset.get("seed", 0))
+    tracking.existing_run(client, pointer.run_id, paths.model_dir / POINTER_FILE)  # fail before any work
+    ckpt = load_checkpoint(paths.model_dir / CHECKPOINT_FILE)
+    test = stratified_subset(load_arrays(paths.test_file), pointer.test_subset_size, pointer.test_subset_seed)
     names = ckpt["class_names"]
-    model = classifier_from_checkpoint(ckpt)
+    trainer = trainer_for(model_info(ckpt["arch"]))
+    model = trainer.classifier(ckpt)
     # A network scores on the training device (ResNets on 10,000 images are slow on a CPU); estimators on the CPU.
-    device = resolve_device(params.train.device) if isinstance(model, NormalizedClassifier) else torch.device("cpu")
+    device = trainer.device(params.train.device)
     report = score_predictions(pixel_logits(model.to(device), test.x, device=device), test.y, names)
 
     # Per-class figures go to per_class.csv: the metrics file stays one readable row for `dvc metrics show`.
     # An SVC's margins give a prediction but no likelihood: no loss then, as in training.
-    loss = report.loss if getattr(model, "has_probabilities", True) else None
-    metrics = {"test_loss": loss, "test_acc": report.accuracy, "test_macro_f1": report.macro_f1,
-               "n_test": len(test)}
+    evaluation = Evaluation(test_acc=report.accuracy, test_macro_f1=report.macro_f1, n_test=len(test),
+                            test_loss=report.loss if getattr(model, "has_probabilities", True) else None,
+                            f1={_slug(r["class"]): r["f1"] for r in report.per_class})
     confusion_png = paths.figures_dir / "confusion.png"
     misclassified_png = paths.figures_dir / "misclassified.png"
     save_figure(confusion_figure(report.confusion, names, f"{arch}: test confusion matrix "
@@ -81,13 +87,10 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     atomic_write_text(paths.confusion_csv, _confusion_rows(test.y, report.predictions, names))
 
     tracking.log_to_finished_run(
-        client, run_id,
-        metrics={**({"final_test_loss": loss} if loss is not None else {}), "final_test_acc": report.accuracy,
-                 "final_test_macro_f1": report.macro_f1,
-                 **{f"final_test_f1.{_slug(r['class'])}": r["f1"] for r in report.per_class}},
+        client, pointer.run_id, metrics=evaluation.metrics(),
         artifacts=[(confusion_png, "evaluation"), (misclassified_png, "evaluation")],
         texts={"evaluation/per_class.csv": per_class,
                "evaluation/confusion_matrix.csv": _matrix_csv(report.confusion, names)},
         tags={"evaluated": "true"})
-    write_json(paths.metrics_file, metrics)
-    return metrics
+    write_evaluation(paths.metrics_file, evaluation)
+    return evaluation

@@ -13,13 +13,14 @@ import numpy as np
 from mlflow import MlflowClient
 
 from fmnist import tracking
-from fmnist.io import atomic_write_text, dict_csv_text, write_json
+from fmnist.core.io import atomic_write_text, dict_csv_text, write_json
 from fmnist.reporting.figures import (accuracy_vs_time_figure, learning_curves_figure, per_class_f1_figure,
                                       save_figure, unit_weights_figure)
 from fmnist.reporting.render import (Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html,
                                      to_markdown)
 from fmnist.reporting.sources import from_outputs
-from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, build_tables
+from fmnist.core.runs import EPOCH_COLUMNS, LEADERBOARD_COLUMNS, EpochRecord
+from fmnist.reporting.tables import ReportInputs, build_tables
 
 CHAMPION_ALIAS = "champion"
 TITLE = "Fashion-MNIST benchmark report"
@@ -45,8 +46,10 @@ class ReportSettings:
     registered_model: str
 
 
-def columns_of(history: list[dict]) -> dict[str, list]:
-    return {key: [row.get(key) for row in history] for key in history[0]} if history else {}
+def columns_of(history: list[EpochRecord]) -> dict[str, list]:
+    """Each logged per-epoch column as a list over the epochs (the figures' input)."""
+    return {key: [getattr(row, key) for row in history] for key in EPOCH_COLUMNS
+            if any(getattr(row, key) is not None for row in history)}
 
 
 def _read_per_class(path: Path) -> dict[str, float]:

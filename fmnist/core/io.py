@@ -12,6 +12,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from fmnist.core.errors import OutputError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
@@ -46,11 +48,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
+        raise OutputError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); re-run the stage that writes it") from err
+        raise OutputError(f"{path}: not valid JSON ({err}); re-run the stage that writes it") from None
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:

@@ -21,11 +21,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
+from fmnist.core.errors import StoreError, Terminated
+from fmnist.core.runs import EpochRecord
+
 STAGE_TAG = "fmnist.stage"
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived; raised so the run is closed as KILLED like on Ctrl-C."""
 
 
 def configure(root: str | Path = ".") -> str:
@@ -135,11 +134,11 @@ def existing_run(client: MlflowClient, run_id: str, recorded_in: str | Path) -> 
     """The run a stage output points at, or a clear error if this tracking store does not hold it."""
     try:
         return client.get_run(run_id)
-    except MlflowException as err:
-        raise ValueError(
+    except MlflowException:
+        raise StoreError(
             f"{recorded_in}: MLflow run {run_id} is not in the tracking store {mlflow.get_tracking_uri()} "
             "(was mlflow.db deleted, or MLFLOW_TRACKING_URI changed?). Re-run its training stage: "
-            "`dvc repro --force train@ARCH`.") from err
+            "`dvc repro --force train@ARCH`.") from None
 
 
 def log_to_finished_run(client: MlflowClient, run_id: str, metrics: dict[str, float],
@@ -164,13 +163,25 @@ def log_params(flat: dict[str, Any]) -> None:
     mlflow.log_params({k: ("null" if v is None else v) for k, v in flat.items()})
 
 
-def log_epoch(record: dict) -> None:
+def log_epoch(record: EpochRecord) -> None:
     """Log one epoch's metrics with step=epoch, so the MLflow compare view overlays runs."""
-    epoch = int(record["epoch"])
-    mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=epoch)
+    mlflow.log_metrics(record.metrics(), step=record.epoch)
 
 
-def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
+class ActiveRunLog:
+    """What a trainer reports while it fits, into the active run (the `RunLog` trainers expect)."""
+
+    def params(self, flat: dict[str, Any]) -> None:
+        log_params(flat)
+
+    def epoch(self, record: EpochRecord) -> None:
+        log_epoch(record)
+
+    def artifact(self, path: Path, artifact_dir: str) -> None:
+        mlflow.log_artifact(str(path), artifact_dir)
+
+
+def log_classifier(model: Any, input_example: Any, name: str = "model", requirements: list[str] = ()) -> Any:
     """Log a torch classifier with signature, input example, class names and this package's code, so
     `mlflow.pytorch.load_model` returns the same nn.Module (eval(), .class_names and all) anywhere
     torch is installed, and `mlflow models serve` serves it."""
@@ -184,15 +195,12 @@ def log_classifier(model: Any, input_example: Any, name: str = "model") -> Any:
     signature = infer_signature(input_example, output.astype(np.float32))
     import cloudpickle
 
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                    f"mlflow=={mlflow.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
-    if hasattr(model, "estimator"):  # a scikit-learn baseline: its pickle needs the same scikit-learn
-        import sklearn
-
-        requirements.append(f"scikit-learn=={sklearn.__version__}")
+    pins = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                    f"mlflow=={mlflow.__version__}", f"cloudpickle=={cloudpickle.__version__}",
+                    *requirements]
     return mlflow.pytorch.log_model(
         model, name=name, signature=signature, input_example=input_example, serialization_format="pickle",
-        code_paths=[str(Path(__file__).resolve().parent)],
-        metadata={"class_names": list(getattr(model, "class_names", []))}, pip_requirements=requirements,
+        code_paths=[str(Path(__file__).resolve().parents[1])],
+        metadata={"class_names": list(getattr(model, "class_names", []))}, pip_requirements=pins,
     )
 

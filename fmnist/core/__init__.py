@@ -1,0 +1,1 @@
+"""Shared, torch-free foundations: the config schema, the run record, errors, file output, stopping rules."""

@@ -1,0 +1,50 @@
+"""Shared start-up for the stage scripts and the CLI: logging, and the one error policy.
+
+Expected failures (`FmnistError`: config, data, device, weights, store, outputs) print one line and
+exit 2; an interruption prints one line and exits 130 (Ctrl-C) or 143 (SIGTERM); anything else is a
+bug and shows its traceback. FMNIST_DEBUG=1 shows the traceback behind an expected failure too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable
+
+from fmnist.core.config import Params, load_params
+from fmnist.core.errors import FmnistError, Terminated
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, e.g. --set recipes.cnn4.full.epochs=2 (repeatable)")
+    return p
+
+
+def load(args: argparse.Namespace) -> Params:
+    return load_params(args.params, args.overrides)
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a stage or command under the error policy; its return value (an int) is the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    debug = bool(os.environ.get("FMNIST_DEBUG"))
+    try:
+        code = main()
+    except FmnistError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (KeyboardInterrupt, Terminated) as err:
+        if debug:
+            raise
+        what = "interrupted (Ctrl-C)" if isinstance(err, KeyboardInterrupt) else "terminated (SIGTERM)"
+        print(f"stopped: {what}; outputs written before this point are kept, the MLflow run is marked "
+              "KILLED", file=sys.stderr)
+        sys.exit(130 if isinstance(err, KeyboardInterrupt) else 143)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,93 @@
+"""Checks that need the model registry: architecture names, model options, and the recipe options a
+model kind or family accepts. Run before any work, with the key and the fix in one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fmnist.core.config import PROFILES, ConfigError, Params, RecipeConfig
+from fmnist.models.registry import ModelInfo, ModelKind, list_models, model_info
+
+# What only a network reads: a scikit-learn baseline takes model and the budgets alone.
+NETWORK_ONLY_FIELDS = ("init", "batch_size", "eval_batch_size", "optimizer", "scheduler", "augment",
+                       "early_stopping", "label_smoothing", "grad_clip", "swa", "finetune", "precision",
+                       "channels_last", "compile", "tta_flip")
+IGNORED_BY_KIND = {ModelKind.TORCH: (), ModelKind.SKLEARN: NETWORK_ONLY_FIELDS}
+
+
+def check_params(params: Params, architectures: list[str] | None = None) -> None:
+    """Every listed architecture is registered, and its recipe's options fit its model."""
+    known = list_models()
+    for i, arch in enumerate(params.architectures):
+        if arch not in known:
+            raise ConfigError(f"architectures[{i}]: unknown architecture '{arch}'; known architectures: "
+                              f"{', '.join(known)}")
+    for arch in architectures if architectures is not None else params.recipes:
+        if arch not in known:
+            raise ConfigError(f"recipes.{arch}: unknown architecture '{arch}'; known architectures: {', '.join(known)}")
+        check_recipe(f"recipes.{arch}", model_info(arch), params.recipe(arch))
+
+
+def check_recipe(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
+    for where, options in (("model", recipe.model), *((f"{p}.model", recipe.model_options(p)) for p in PROFILES)):
+        problem = check_model_options(info.name, options)
+        if problem:
+            raise ConfigError(f"{key}.{where}: {problem}")
+    changed = recipe.changed_from_default(IGNORED_BY_KIND[info.kind])
+    if changed:
+        raise ConfigError(f"{key}.{changed[0]}: '{info.name}' is a scikit-learn baseline; only model, full "
+                          "and quick apply to it. Remove this key.")
+    pretrained = any(recipe.model_options(p).get("pretrained", "pretrained" in info.options) for p in PROFILES)
+    if recipe.init != "default" and pretrained:
+        raise ConfigError(f"{key}.init: '{recipe.init}' would overwrite the pretrained weights of '{info.name}'; "
+                          "use init: default, or model.pretrained: false")
+    if recipe.finetune.enabled:
+        _check_finetune(key, info, recipe)
+
+
+def _check_finetune(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
+    if not info.finetune:
+        raise ConfigError(f"{key}.finetune: '{info.name}' has no frozen backbone to fine-tune; finetune "
+                          "applies to transfer models (e.g. resnet50_transfer)")
+    unknown = [s for s in recipe.finetune.stages if s not in info.finetune]
+    if unknown or not recipe.finetune.stages:
+        raise ConfigError(f"{key}.finetune.stages: got {recipe.finetune.stages}, expected stages of "
+                          f"'{info.name}' among: {', '.join(info.finetune)}")
+    if recipe.scheduler.name in ("onecycle", "cyclic"):
+        raise ConfigError(f"{key}.scheduler: {recipe.scheduler.name} would raise the fine-tuning lr back to "
+                          "max_lr; use none, step, multistep, cosine or plateau with finetune")
+    if recipe.early_stopping.stop:
+        raise ConfigError(f"{key}.early_stopping.stop: early stopping could end the run in the frozen phase "
+                          "before fine-tuning starts; set stop: false (the stopping point is still recorded)")
+    for name in PROFILES:
+        if recipe.budget(name).epochs < 2:
+            raise ConfigError(f"{key}.{name}.epochs: fine-tuning needs at least 2 epochs (one per phase); "
+                              f"got {recipe.budget(name).epochs}")
+
+
+def check_model_options(name: str, options: dict[str, Any]) -> str | None:
+    """A message naming the problem if `options` are not keyword arguments of model `name`."""
+    info = model_info(name)
+    allowed = info.options
+    unknown = sorted(set(options) - set(allowed))
+    if "num_classes" in options:
+        return "num_classes comes from the data (preprocess.classes), do not set it here"
+    if unknown:
+        return f"unknown option '{unknown[0]}' for '{name}'; allowed options: {', '.join(allowed) or '(none)'}"
+    if not info.probe:
+        return None
+    try:  # values too: on the meta device building allocates nothing, so even ResNet-50 is instant
+        built = _build_on_meta(info, options)
+        validate = getattr(built, "_validate_params", None)  # scikit-learn checks values only when fitting
+        if validate is not None:
+            validate()
+    except (TypeError, ValueError) as err:
+        return f"options {options} do not build '{name}': {err}"
+    return None
+
+
+def _build_on_meta(info: ModelInfo, options: dict[str, Any]) -> Any:
+    import torch
+
+    with torch.device("meta"):
+        return info.builder(**options)

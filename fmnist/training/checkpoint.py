@@ -1,0 +1,55 @@
+"""Checkpoints: the kept weights (or fitted estimator) plus everything needed to rebuild the classifier."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fmnist.core.errors import OutputError
+from fmnist.core.io import atomic_write_bytes
+from fmnist.models import model_info
+
+CHECKPOINT_FILE = "model.pt"
+ESTIMATOR_FILE = "estimator.pkl"
+
+
+def save_checkpoint(path: str | Path, *, arch: str, model_kwargs: dict[str, Any], num_classes: int,
+                    class_names: list[str], estimator: Any = None, **extra: Any) -> Path:
+    """torch.save of a plain dict (loadable with weights_only=True); a scikit-learn estimator is pickled
+    beside it, since only our own train stage writes it."""
+    path = Path(path)
+    if estimator is not None:
+        atomic_write_bytes(path.with_name(ESTIMATOR_FILE), pickle.dumps(estimator))
+        extra["estimator_file"] = ESTIMATOR_FILE
+    buf = io.BytesIO()
+    torch.save({"arch": arch, "model_kwargs": model_kwargs, "num_classes": num_classes,
+                "class_names": class_names, **extra}, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise OutputError(f"{path}: checkpoint not found; run the train stage first (`dvc repro`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a corrupt file
+        raise OutputError(f"{path}: not a readable checkpoint ({err}); re-run the train stage") from None
+    if "estimator_file" in ckpt:
+        pickled = path.parent / ckpt["estimator_file"]
+        try:
+            ckpt["estimator"] = pickle.loads(pickled.read_bytes())
+        except Exception as err:  # pickle raises several types for a corrupt file
+            raise OutputError(f"{pickled}: not a readable estimator ({err}); re-run the train stage") from None
+    return ckpt
+
+
+def classifier_from_checkpoint(ckpt: dict) -> nn.Module:
+    from fmnist.training.trainers import trainer_for
+
+    return trainer_for(model_info(ckpt["arch"])).classifier(ckpt)

@@ -1,0 +1,69 @@
+"""How the device runs a network: autocast dtype, memory format, compilation; and seeding.
+
+Precision is resolved here and only here: the plan asks `Runtime.for_recipe` once per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fmnist.core.config import RecipeConfig
+from fmnist.core.errors import DeviceError
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a recipe's `precision` on `device` (None = fp32)."""
+    if precision == "bf16" and device.type != "cuda":
+        raise DeviceError(f"precision bf16 needs a CUDA device, but training runs on {device.type}; "
+                          "set the recipe's precision to fp32 or auto")
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+
+    @classmethod
+    def for_recipe(cls, recipe: RecipeConfig, device: torch.device) -> "Runtime":
+        return cls(device, resolve_precision(recipe.precision, device), recipe.channels_last, recipe.compile)
+
+    @property
+    def precision(self) -> str:
+        """The precision actually used, as recorded on the run."""
+        return "bf16" if self.amp_dtype == torch.bfloat16 else "fp32"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """The module to call in the loop; `model` itself keeps the weights (and the clean state_dict)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return torch.compile(model, backend=self.compile_backend) if self.compile else model
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x

@@ -1,0 +1,188 @@
+"""One trainer interface, two implementations: a torch network and a scikit-learn estimator.
+
+`trainer_for` is the only place that looks at a model's kind; everything else asks the trainer
+(which device, which runtime, which options are logged, how to fit, how to rebuild the classifier).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from fmnist.core.config import BudgetConfig, RecipeConfig
+from fmnist.core.runs import EpochRecord, RunSummary, summarise, with_average
+from fmnist.data.prepare import Arrays
+from fmnist.models import ModelInfo, ModelKind, create_model, model_info
+from fmnist.models.checks import NETWORK_ONLY_FIELDS
+from fmnist.models.wrapper import EstimatorClassifier, NormalizedClassifier
+from fmnist.training.devices import resolve_device
+from fmnist.training.runtime import Runtime
+
+if TYPE_CHECKING:
+    from fmnist.training.plan import RunPlan
+
+
+class RunLog(Protocol):
+    """Where a trainer reports while it fits (the active MLflow run, in the pipeline)."""
+
+    def params(self, flat: dict[str, Any]) -> None: ...
+    def epoch(self, record: EpochRecord) -> None: ...
+    def artifact(self, path: Path, artifact_dir: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class FitData:
+    train: Arrays
+    val: Arrays
+    test: Arrays
+    class_names: list[str]
+    mean: float
+    std: float
+    test_each_epoch: bool = True  # score the test images every epoch (the epoch-vs-time table)
+
+    @property
+    def epoch_test(self) -> Arrays | None:
+        return self.test if self.test_each_epoch else None
+
+
+@dataclass
+class Trained:
+    """What either kind hands back to the shared bookkeeping."""
+
+    history: list[EpochRecord]
+    summary: RunSummary
+    classifier: nn.Module  # pixels in [0, 1] -> scores, for MLflow and serving
+    checkpoint: dict  # save_checkpoint keyword arguments beyond the common ones
+    requirements: list[str] = field(default_factory=list)  # pip pins the logged model needs beyond torch
+
+
+class Trainer(ABC):
+    kind: ModelKind
+    unlogged_fields: tuple[str, ...] = ()  # recipe fields that do not apply to this kind
+
+    def device(self, requested: str) -> torch.device:
+        return resolve_device(requested)
+
+    def runtime(self, recipe: RecipeConfig, device: torch.device) -> Runtime | None:
+        return Runtime.for_recipe(recipe, device)
+
+    def model_options(self, info: ModelInfo, options: dict[str, Any], seed: int) -> dict[str, Any]:
+        return dict(options)
+
+    def epochs(self, budget: BudgetConfig) -> int:
+        return budget.epochs
+
+    @abstractmethod
+    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path) -> Trained: ...
+
+    @abstractmethod
+    def classifier(self, ckpt: dict) -> nn.Module:
+        """The classifier a checkpoint written after `fit` holds, in eval mode."""
+
+
+class NetworkTrainer(Trainer):
+    kind = ModelKind.TORCH
+
+    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path) -> Trained:
+        from fmnist.data.tensors import DeviceDataset, Normalizer
+        from fmnist.models.init import init_weights
+        from fmnist.training.loop import fit
+        from fmnist.training.probes import UnitWeightRecorder, first_pixel_layer
+
+        recipe, device = plan.recipe, plan.device
+        net = create_model(plan.arch, num_classes=len(data.class_names), **plan.model_options)
+        init_weights(net, recipe.init)
+        net.to(device)
+        # Models with their own input normalisation (ImageNet's, for transfer) take pixels in [0, 1].
+        mean, std = (data.mean, data.std) if plan.info.input == "standardized" else (0.0, 1.0)
+        normalize = Normalizer(mean, std)
+        on_device = {name: DeviceDataset.from_arrays(a, device) if a is not None else None
+                     for name, a in (("train", data.train), ("val", data.val), ("test", data.epoch_test))}
+        # On the training device: shuffling and augmentation draw their random numbers where the data is.
+        generator = torch.Generator(device=device).manual_seed(plan.seed)
+        num_params = sum(p.numel() for p in net.parameters())
+        log.params({"num_params": num_params, "precision_used": plan.runtime.precision})
+        layer = first_pixel_layer(net)
+        recorder = UnitWeightRecorder(layer) if layer is not None else None
+
+        def on_epoch(record: EpochRecord) -> None:
+            log.epoch(record)
+            if recorder is not None:
+                recorder(record)
+
+        result = fit(net, recipe, plan.budget.epochs, on_device["train"], on_device["val"], normalize, generator,
+                     test=on_device["test"], on_epoch=on_epoch, runtime=plan.runtime)
+        if recorder is not None:
+            log.artifact(recorder.save(model_dir / "unit_weights.npz"), "probes")
+        net.load_state_dict(result.best_state)
+        net = net.cpu().eval().to(memory_format=torch.contiguous_format)
+        classifier = NormalizedClassifier(net, mean, std, data.class_names, tta_flip=recipe.tta_flip)
+        summary = summarise(plan.arch, self.kind.value, num_params, result.history, result.best_epoch,
+                            result.early_stop_epoch, result.stopped_early)
+        if result.swa is not None:
+            summary = with_average(summary, result.swa)
+        return Trained(result.history, summary, classifier,
+                       {"state_dict": net.state_dict(), "mean": mean, "std": std, "tta_flip": recipe.tta_flip})
+
+    def classifier(self, ckpt: dict) -> nn.Module:
+        options = dict(ckpt["model_kwargs"])
+        if "pretrained" in model_info(ckpt["arch"]).options:
+            options["pretrained"] = False  # the checkpoint holds every weight: never fetch ImageNet's
+        net = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], **options)
+        net.load_state_dict(ckpt["state_dict"])
+        return NormalizedClassifier(net, ckpt["mean"], ckpt["std"], ckpt["class_names"],
+                                    ckpt.get("tta_flip", False)).eval()
+
+
+class EstimatorTrainer(Trainer):
+    kind = ModelKind.SKLEARN
+    # A baseline logs only what applies to it (the stopping rule stays: the report restates it).
+    unlogged_fields = tuple(f for f in NETWORK_ONLY_FIELDS if f != "early_stopping")
+
+    def device(self, requested: str) -> torch.device:
+        return torch.device("cpu")  # scikit-learn fits on the CPU whatever train.device says
+
+    def runtime(self, recipe: RecipeConfig, device: torch.device) -> Runtime | None:
+        return None
+
+    def model_options(self, info: ModelInfo, options: dict[str, Any], seed: int) -> dict[str, Any]:
+        """A baseline's seed is the run's, unless the recipe sets one."""
+        options = dict(options)
+        if "random_state" in info.options:
+            options.setdefault("random_state", seed)
+        return options
+
+    def epochs(self, budget: BudgetConfig) -> int:
+        return 1  # one fit
+
+    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path) -> Trained:
+        import sklearn
+
+        from fmnist.models.baselines import learned_numbers
+        from fmnist.training.baseline import fit_baseline
+
+        estimator = create_model(plan.arch, num_classes=len(data.class_names), **plan.model_options)
+        result = fit_baseline(estimator, data.train, data.val, data.epoch_test, plan.seed)
+        for record in result.history:
+            log.epoch(record)
+        summary = summarise(plan.arch, self.kind.value, learned_numbers(estimator), result.history, best_epoch=1,
+                            selected="fit", converged=True)
+        summary = RunSummary.from_dict({**summary.to_dict(), "fit_seconds": result.fit_seconds})
+        return Trained(result.history, summary, EstimatorClassifier(estimator, data.class_names),
+                       {"estimator": estimator}, [f"scikit-learn=={sklearn.__version__}"])
+
+    def classifier(self, ckpt: dict) -> nn.Module:
+        return EstimatorClassifier(ckpt["estimator"], ckpt["class_names"]).eval()
+
+
+TRAINERS: dict[ModelKind, Callable[[], Trainer]] = {ModelKind.TORCH: NetworkTrainer,
+                                                    ModelKind.SKLEARN: EstimatorTrainer}
+
+
+def trainer_for(info: ModelInfo) -> Trainer:
+    return TRAINERS[info.kind]()
