@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import subprocess
@@ -19,21 +18,26 @@ OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 
 
 def set_profile(params_file: Path, profile: str) -> None:
-    """Set the top-level `profile:` with a round-tripping YAML parser: comments and layout are kept.
+    """Set the top-level `profile:` and change nothing else: ruamel.yaml's round-trip parser gives
+    the value's exact position, and only that scalar is replaced (a dump would reflow the file).
     The result is validated before anything is written."""
     from ruamel.yaml import YAML
 
     if profile not in PROFILES:
         raise ConfigError(f"profile: got {profile!r}, allowed values: {', '.join(PROFILES)}")
     parse_params({**read_params_file(params_file), "profile": profile})
-    yaml = YAML()  # round-trip mode
-    yaml.width = 4096  # never re-wrap long lines
-    yaml.preserve_quotes = True
-    data = yaml.load(params_file.read_text())
-    data["profile"] = profile
-    out = io.StringIO()
-    yaml.dump(data, out)
-    atomic_write_text(params_file, out.getvalue())
+    text = params_file.read_text()
+    data = YAML().load(text)
+    if "profile" not in data:
+        raise ConfigError(f"{params_file}: no top-level 'profile:' key to change; add `profile: {profile}`")
+    line, column = data.lc.value("profile")
+    lines = text.splitlines(keepends=True)
+    old = str(data["profile"])
+    if lines[line][column:column + len(old)] != old:
+        raise ConfigError(f"{params_file}: write the profile as a plain value (`profile: full`), not quoted or "
+                          "in flow style, so it can be switched")
+    lines[line] = lines[line][:column] + profile + lines[line][column + len(old):]
+    atomic_write_text(params_file, "".join(lines))
 
 
 def _env_with_this_python() -> dict[str, str]:

@@ -9,51 +9,23 @@ Every error is one line naming the key and what is allowed, e.g.
 
 from __future__ import annotations
 
-import math
-import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ValidationError
 
 from fmnist.core.errors import ConfigError
+from fmnist.core.validation import Range, Section, one_line
 
 PROFILES = ("full", "quick")
-
-
-def Range(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False):
-    """An allowed numeric range, reported as `got X, allowed range [lo, hi)`."""
-    def check(value):
-        too_low = lo is not None and (value <= lo if lo_open else value < lo)
-        too_high = hi is not None and (value >= hi if hi_open else value > hi)
-        if too_low or too_high:
-            bounds = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}" \
-                     f"{')' if hi_open else ']'}"
-            raise PydanticCustomError("range", "got {value}, allowed range {bounds}",
-                                      {"value": repr(value), "bounds": bounds})
-        return value
-    return AfterValidator(check)
 
 
 Positive = Annotated[float, Range(lo=0, lo_open=True)]
 NonNegative = Annotated[float, Range(lo=0)]
 Fraction = Annotated[float, Range(lo=0, hi=1, lo_open=True, hi_open=True)]
 Seed = Annotated[int, Range(lo=0, hi=2**32 - 1)]
-
-
-class Section(BaseModel):
-    """A params.yaml section: unknown keys, wrong types, NaN and infinities are refused; an empty
-    section (`augment:` with nothing under it) means all defaults."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_is_default(cls, data: Any) -> Any:
-        return {} if data is None else data
 
 
 class MlflowConfig(Section):
@@ -231,70 +203,6 @@ class Params(Section):
         return self.recipes[arch]
 
 
-# ---------------------------------------------------------------------------- errors as one line
-
-
-def _type_name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Annotated:
-        return _type_name(args[0])
-    if origin is Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if origin is list:
-        return f"a list of {_type_name(args[0])}"
-    if origin is dict or (isinstance(tp, type) and issubclass(tp, BaseModel)):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _walk(loc: tuple) -> tuple[Any, type[BaseModel] | None]:
-    """The annotation at `loc` in Params, and the section (model) that holds it."""
-    tp: Any = Params
-    holder: type[BaseModel] | None = None
-    for part in loc:
-        while typing.get_origin(tp) in (Annotated, typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0]
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            holder = tp
-            field = tp.model_fields.get(str(part))
-            if field is None:
-                return None, holder
-            tp = field.annotation
-        elif typing.get_origin(tp) in (list, dict):
-            tp = typing.get_args(tp)[-1]
-    return tp, holder
-
-
-def _key(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _message(error: dict) -> str:
-    loc, kind, value = error["loc"], error["type"], error.get("input")
-    key = _key(loc)
-    if kind == "extra_forbidden":
-        _, holder = _walk(loc)
-        allowed = ", ".join(holder.model_fields) if holder else ""
-        where = _key(loc[:-1]) or "params.yaml"
-        return f"{key}: unknown key in {where}; allowed keys: {allowed}"
-    if kind == "range":
-        return f"{key}: {error['msg']}"
-    if kind == "finite_number":
-        return f"{key}: got {value!r}, expected a finite number"
-    annotation, _ = _walk(loc)
-    if kind == "literal_error":
-        allowed = typing.get_args(annotation)
-        return f"{key}: got {value!r}, allowed values: {', '.join(map(str, allowed))}"
-    return f"{key}: got {value!r}, expected {_type_name(annotation)}"
-
-
 def parse_params(data: Any) -> Params:
     """Validate a params mapping: types, ranges, and the checks that need no model registry."""
     if not isinstance(data, dict):
@@ -302,7 +210,7 @@ def parse_params(data: Any) -> Params:
     try:
         params = Params.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_message(err.errors()[0])) from None
+        raise ConfigError(one_line(err.errors()[0], Params)) from None
     _check_cross_fields(params)
     return params
 
@@ -412,7 +320,3 @@ def to_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix] = obj
     return out
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,129 @@
+"""The stage workflows in-process on tiny synthetic data, with a throw-away MLflow store: what each
+writes, what it logs, and that the three agree through the one run record."""
+
+import json
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import ROOT, synthetic_images
+from fmnist.core.config import parse_params
+from fmnist.core.errors import DeviceError, OutputError, StoreError
+from fmnist.core.io import save_npz, write_json
+from fmnist.core.runs import EPOCH_METRICS, read_history, read_pointer, read_summary
+from fmnist.data.prepare import CLASS_NAMES, normalisation_stats
+from fmnist.training.plan import plan_run
+from fmnist.workflows.evaluate import EvalPaths, evaluate_architecture
+from fmnist.workflows.report import ReportPaths, ReportSettings, write_report
+from fmnist.workflows.train import TrainPaths, train_architecture
+
+
+def tiny_params(**overrides):
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data.update(profile="quick", architectures=["mlp", "sk_logreg"])
+    data["train"]["device"] = "cpu"
+    data["recipes"]["mlp"]["quick"] = {"epochs": 3, "train_subset": 300}
+    data["recipes"]["sk_logreg"]["quick"] = {"model": {"max_iter": 20}}
+    for key, value in overrides.items():
+        data["train"][key] = value
+    return parse_params(data)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project directory with prepared and split data, and its own MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name, n, seed in (("split/train", 400, 1), ("split/val", 100, 2), ("prepared/test", 100, 3)):
+        x, y = synthetic_images(n, seed)
+        save_npz(tmp_path / "data" / f"{name}.npz", x=x, y=y)
+    write_json(tmp_path / "data/prepared/stats.json", {**normalisation_stats(synthetic_images(400, 1)[0]),
+                                                       "classes": CLASS_NAMES})
+    return tmp_path
+
+
+def train_and_evaluate(arch, params):
+    summary = train_architecture(params, arch, TrainPaths.for_arch(arch))
+    evaluation = evaluate_architecture(params, arch, EvalPaths.for_arch(arch))
+    return summary, evaluation
+
+
+def test_train_writes_one_consistent_record_and_logs_it(project):
+    summary, evaluation = train_and_evaluate("mlp", tiny_params())
+    pointer = read_pointer(project / "models/mlp")
+    history = read_history(project / "metrics/history/mlp.csv")
+    assert read_summary(project / "metrics/train/mlp.json") == summary
+    assert [r.epoch for r in history] == [1, 2, 3] and summary.epochs_run == 3
+    assert summary.best_val_acc == max(r.val_acc for r in history) > 0.3  # the bands are learnable
+    run = MlflowClient().get_run(pointer.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["arch"] == "mlp"
+    for key in ("train_loss", "val_acc", "test_acc", "lr", "cumulative_seconds"):
+        logged = [(m.step, m.value) for m in MlflowClient().get_metric_history(pointer.run_id, key)]
+        assert logged == [(r.epoch, getattr(r, key)) for r in history], key
+    assert run.data.metrics["best_val_acc"] == summary.best_val_acc
+    assert run.data.metrics["final_test_acc"] == evaluation.test_acc  # evaluate wrote into the same run
+    assert json.loads((project / "metrics/eval/mlp.json").read_text())["n_test"] == 100
+
+
+def test_a_baseline_goes_through_the_same_workflow(project):
+    summary, evaluation = train_and_evaluate("sk_logreg", tiny_params())
+    assert summary.kind == "sklearn" and summary.selected == "fit" and summary.epochs_run == 1
+    run = MlflowClient().get_run(read_pointer(project / "models/sk_logreg").run_id)
+    assert "recipe.optimizer.name" not in run.data.params  # a baseline logs only what applies to it
+    assert run.data.metrics["final_test_acc"] == evaluation.test_acc > 0.5
+
+
+def test_report_builds_the_leaderboard_from_the_records(project):
+    params = tiny_params()
+    for arch in params.architectures:
+        train_and_evaluate(arch, params)
+    paths = ReportPaths(models_dir=project / "models", train_metrics_dir=project / "metrics/train",
+                        eval_metrics_dir=project / "metrics/eval", history_dir=project / "metrics/history",
+                        eval_figures_dir=project / "reports/eval", out_dir=project / "reports",
+                        summary_metrics=project / "metrics/summary.json")
+    settings = ReportSettings(params.experiment, params.profile, params.architectures,
+                              params.report.diminishing_returns_tolerance, params.registered_model)
+    result = write_report(settings, paths)
+    board = {row["arch"]: row for row in result["leaderboard"]}
+    assert set(board) == {"mlp", "sk_logreg"}
+    assert board["mlp"]["run_id"] == read_pointer(project / "models/mlp").run_id
+    assert board["mlp"]["best_val_acc"] == read_summary(project / "metrics/train/mlp.json").best_val_acc
+    # the champion: best validation accuracy, ties to the smaller model
+    best = max(board.values(), key=lambda r: (r["best_val_acc"], -r["num_params"]))
+    assert result["champion"]["arch"] == best["arch"]
+
+
+def test_evaluate_refuses_a_run_the_store_does_not_hold(project, monkeypatch):
+    params = tiny_params()
+    train_architecture(params, "mlp", TrainPaths.for_arch("mlp"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'other.db'}")
+    with pytest.raises(StoreError, match="is not in the tracking store"):
+        evaluate_architecture(params, "mlp", EvalPaths.for_arch("mlp"))
+    assert not (project / "metrics/eval/mlp.json").exists()
+
+
+def test_evaluate_without_training_names_the_missing_pointer(project):
+    with pytest.raises(OutputError, match="run.json: not found"):
+        evaluate_architecture(tiny_params(), "mlp", EvalPaths.for_arch("mlp"))
+
+
+def test_plan_resolves_each_kind_once():
+    params = tiny_params()
+    network, baseline = plan_run(params, "mlp"), plan_run(params, "sk_logreg")
+    assert network.runtime is not None and network.device.type == "cpu" and network.budget.epochs == 3
+    assert baseline.runtime is None and baseline.model_options["random_state"] == params.train.seed
+    assert baseline.logged_params({"train": 1})["epochs"] == 1
+
+
+def test_plan_refuses_an_unavailable_device(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="no CUDA device is available"):
+        plan_run(tiny_params(device="cuda"), "mlp")
+
+
+def test_epoch_metrics_are_the_history_columns():
+    assert EPOCH_METRICS[0] == "train_loss" and "epoch" not in EPOCH_METRICS
