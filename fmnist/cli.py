@@ -13,6 +13,7 @@ from fmnist.core.config import PROFILES, ConfigError, load_params, parse_params,
 from fmnist.core.entry import run_main
 from fmnist.core.errors import StoreError
 from fmnist.core.io import atomic_write_text
+from fmnist.models.checks import check_params
 
 OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 
@@ -25,7 +26,7 @@ def set_profile(params_file: Path, profile: str) -> None:
 
     if profile not in PROFILES:
         raise ConfigError(f"profile: got {profile!r}, allowed values: {', '.join(PROFILES)}")
-    parse_params({**read_params_file(params_file), "profile": profile})
+    check_params(parse_params({**read_params_file(params_file), "profile": profile}))
     text = params_file.read_text()
     data = YAML().load(text)
     if "profile" not in data:
@@ -47,7 +48,8 @@ def _env_with_this_python() -> dict[str, str]:
 
 
 def run_pipeline(profile: str, params_file: Path) -> int:
-    """Set the profile in params.yaml (so params, dvc.lock and outputs agree), then `dvc repro`."""
+    """Set the profile in params.yaml (so params, dvc.lock and outputs agree), then `dvc repro`.
+    Every recipe is checked against its model (set_profile) before any stage runs."""
     set_profile(params_file, profile)
     return subprocess.call([sys.executable, "-m", "dvc", "repro"], env=_env_with_this_python())
 

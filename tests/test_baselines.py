@@ -35,9 +35,9 @@ def test_baseline_fits_scores_and_counts_what_it_learned(name):
     estimator = create_model(name, random_state=0, **SMALL.get(name, {}))
     result = fit_baseline(estimator, train, val, val, seed=0)
     (row,) = result.history
-    assert row["epoch"] == 1 and row["val_acc"] == row["test_acc"] and row["val_acc"] > 0.8
-    assert row["cumulative_seconds"] >= result.fit_seconds > 0
-    assert ("val_loss" in row) == hasattr(estimator, "predict_proba")
+    assert row.epoch == 1 and row.val_acc == row.test_acc and row.val_acc > 0.8
+    assert row.cumulative_seconds >= result.fit_seconds > 0
+    assert ("val_loss" in row.row()) == (row.val_loss is not None) == hasattr(estimator, "predict_proba")
     assert learned_numbers(estimator) > 0
     classifier = EstimatorClassifier(estimator, [str(i) for i in range(10)])
     scores = classifier(pixels_to_input(val.x))

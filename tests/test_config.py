@@ -3,6 +3,9 @@ import yaml
 
 from conftest import ROOT
 from fmnist.core.config import ConfigError, apply_overrides, load_params, parse_params
+from fmnist.core.errors import DeviceError
+from fmnist.models.checks import check_params
+from fmnist.training.plan import plan_run
 
 
 def repo_params() -> dict:
@@ -23,15 +26,11 @@ BAD_VALUES = [
     (lambda d: d["split"].update(val_fraction=0), "split.val_fraction: got 0.0, allowed range (0, 1)"),
     (lambda d: d["train"].update(devise="cpu"), "train.devise: unknown key in train; allowed keys: seed, device"),
     (lambda d: d.update(epochs=3), "epochs: unknown key in params.yaml; allowed keys: profile"),
-    (lambda d: d.update(architectures=["mlp", "vgg99"]), "architectures[1]: unknown architecture 'vgg99'; "
-                                                          "known architectures: basic_cnn, cnn1, cnn3, cnn4"),
     (lambda d: d["recipes"]["mlp"].update(batch_size="big"), "recipes.mlp.batch_size: got 'big', expected an integer"),
     (lambda d: d["recipes"]["mlp"]["optimizer"].update(name="rmsprop"),
      "recipes.mlp.optimizer.name: got 'rmsprop', allowed values: adam, adamw, sgd"),
-    (lambda d: d["recipes"]["mlp"]["model"].update(hiden=[3]), "recipes.mlp.model: unknown option 'hiden'"),
     (lambda d: d["train"].update(device="tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
     (lambda d: d.update(profile="fast"), "profile: got 'fast', allowed values: full, quick"),
-    (lambda d: d["recipes"].pop("cnn4"), "recipes.cnn4: no recipe for architecture 'cnn4'"),
     (lambda d: d["recipes"]["cnn4"]["optimizer"].update(nesterov=True), "Nesterov momentum needs name: sgd"),
     (lambda d: d["preprocess"].update(classes=[0, 11]), "preprocess.classes: got [0, 11]"),
     (lambda d: d["train"].update(deterministic="yes"), "train.deterministic: got 'yes', expected true or false"),
@@ -39,7 +38,6 @@ BAD_VALUES = [
     (lambda d: d.update(architectures=[]), "architectures: got [], expected a non-empty list without repeats"),
     (lambda d: d.update(architectures=["mlp", "mlp"]), "architectures: got ['mlp', 'mlp']"),
     (lambda d: d["mlflow"].update(quick_experiment="fmnist"), "mlflow.quick_experiment: must differ"),
-    (lambda d: d["recipes"]["mlp"]["model"].update(dropout=1.5), "recipes.mlp.model: options"),
     (lambda d: d["recipes"]["cnn4"]["quick"].update(train_subset=5), "recipes.cnn4.quick.train_subset: got 5"),
 ]
 
@@ -57,14 +55,24 @@ BAD_COMBINATIONS = [
     (lambda d: _recipe(d, scheduler={"name": "multistep", "milestones": [5, 3]}),
      "recipes.cnn4.scheduler.milestones: multistep needs increasing epochs"),
     (lambda d: _recipe(d, swa={"enabled": True}), "recipes.cnn4.swa: SWA averages the weights up to the last epoch"),
-    (lambda d: _recipe(d, finetune={"enabled": True}), "recipes.cnn4.finetune: 'cnn4' has no frozen backbone"),
-    (lambda d: (d["train"].update(device="cpu"), _recipe(d, precision="bf16")),
-     "recipes.cnn4.precision: bf16 autocast is for CUDA devices"),
     (lambda d: _recipe(d, precision="fp16"), "recipes.cnn4.precision: got 'fp16', allowed values: fp32, bf16, auto"),
     (lambda d: _recipe(d, augment={"zoom": 0.9}), "recipes.cnn4.augment.zoom: got 0.9, allowed range [0, 0.5]"),
     (lambda d: _recipe(d, label_smoothing=1.0), "recipes.cnn4.label_smoothing: got 1.0, allowed range [0, 1)"),
     (lambda d: _recipe(d, grad_clip=0), "recipes.cnn4.grad_clip: got 0"),
     (lambda d: _recipe(d, batch_size=30000), "recipes.cnn4.batch_size: 30000 is larger than quick.train_subset"),
+]
+
+
+# What needs the model registry: checked by fmnist.models.checks.check_params on the parsed params.
+MODEL_CHECKS = [
+    (lambda d: d["recipes"].pop("cnn4"), "recipes.cnn4: no recipe for architecture 'cnn4'"),
+    # a misspelt name is reported as unknown, not as a missing recipe
+    (lambda d: d.update(architectures=["mlp", "vgg99"]),
+     "architectures[1]: unknown architecture 'vgg99'; known architectures: basic_cnn, cnn1, cnn3, cnn4"),
+    (lambda d: d["recipes"].update(vgg99={}), "recipes.vgg99: unknown architecture 'vgg99'; known architectures: "),
+    (lambda d: d["recipes"]["mlp"]["model"].update(hiden=[3]), "recipes.mlp.model: unknown option 'hiden'"),
+    (lambda d: d["recipes"]["mlp"]["model"].update(dropout=1.5), "recipes.mlp.model: options"),
+    (lambda d: _recipe(d, finetune={"enabled": True}), "recipes.cnn4.finetune: 'cnn4' has no frozen backbone"),
     (lambda d: _recipe(d, "sk_knn", model={}, optimizer={"name": "sgd"}),
      "recipes.sk_knn.optimizer: 'sk_knn' is a scikit-learn baseline; only model, full and quick apply"),
     (lambda d: _recipe(d, "sk_svc", model={"C": "big"}), "recipes.sk_svc.model: options"),
@@ -90,6 +98,34 @@ def test_bad_params_name_the_key_and_the_allowed_values(edit, message):
     with pytest.raises(ConfigError) as err:
         parse_params(data)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("edit, message", MODEL_CHECKS)
+def test_params_the_models_cannot_take_fail_the_model_checks(edit, message):
+    """Unknown architectures, model options and recipe keys the model's kind or family cannot take fail
+    the registry checks (run before any work), naming the key."""
+    data = repo_params()
+    edit(data)
+    params = parse_params(data)
+    with pytest.raises(ConfigError) as err:
+        check_params(params)
+    assert message in str(err.value)
+
+
+def test_repo_params_pass_the_model_checks():
+    check_params(load_params(ROOT / "params.yaml"))
+
+
+def test_bf16_on_a_cpu_device_fails_when_the_run_is_planned():
+    data = repo_params()
+    data["train"].update(device="cpu")
+    _recipe(data, precision="bf16")
+    params = parse_params(data)
+    check_params(params)
+    with pytest.raises(DeviceError, match="recipes.cnn4.precision: precision bf16 needs a CUDA device"):
+        plan_run(params, "cnn4")
+
+
 def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
     data = apply_overrides(repo_params(), ["recipes.mlp.full.epochs=2", "profile=quick"])
     params = parse_params(data)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from fmnist.core.errors import OutputError
 from fmnist.training.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
 from fmnist.training.scoring import score_predictions
 from fmnist.models import create_model
@@ -33,5 +34,5 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path):
 def test_corrupt_checkpoint_names_the_file(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="model.pt: not a readable checkpoint"):
+    with pytest.raises(OutputError, match="model.pt: not a readable checkpoint"):
         load_checkpoint(bad)

@@ -25,11 +25,19 @@ def test_local_source_is_verified_and_laid_out_for_torchvision(pinned, tmp_path)
 
 
 def test_repackaged_gzip_with_same_content_is_accepted(pinned, tmp_path):
+    """The pinned hash is of the decompressed content: another gzip wrapper of the same bytes verifies."""
     src, hashes = pinned
     name = "t10k-labels-idx1-ubyte"
-    content = gzip.decompress((src / f"{name}.gz").read_bytes())
-    (src / f"{name}.gz").write_bytes(gzip.compress(content, mtime=12345, compresslevel=1))
-    fetch_all(tmp_path / "raw", [], [str(src)], 1, 0)
+    original = (src / f"{name}.gz").read_bytes()
+    content = gzip.decompress(original)
+    repackaged = gzip.compress(content, mtime=12345, compresslevel=1)
+    assert repackaged != original and fetch.sha256(repackaged) != fetch.sha256(original)
+    (src / f"{name}.gz").write_bytes(repackaged)
+    out = tmp_path / "raw"
+    sources = fetch_all(out, [], [str(src)], 1, 0)
+    assert sources[name] == str(src / f"{name}.gz")  # taken from the repackaged file, not skipped
+    assert raw_file(out, name).read_bytes() == content  # written decompressed, the official bytes
+    assert fetch.sha256(raw_file(out, name).read_bytes()) == hashes[name]
 
 
 def test_hash_mismatch_names_file_both_hashes_and_source_and_writes_nothing(pinned, tmp_path):

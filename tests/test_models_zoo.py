@@ -9,6 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
+from fmnist.core.errors import WeightsError
 from fmnist.models import create_model, list_models, model_info
 from fmnist.models.checks import check_model_options
 from fmnist.models.init import init_weights
@@ -281,7 +282,7 @@ def test_transfer_without_weights_says_where_to_put_them(torch_home, monkeypatch
     def fail(*args, **kwargs):
         raise failure
     monkeypatch.setattr(torch.hub, "download_url_to_file", fail)
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(WeightsError) as err:
         create_model("resnet50_transfer", pretrained=True)
     message = str(err.value)
     for needle in (WEIGHTS_FILE, str(torch_home / "hub" / "checkpoints"), WEIGHTS.url, "TORCH_HOME",

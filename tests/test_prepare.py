@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from fmnist.core.errors import DataError
 from fmnist.data.fetch import fetch_all
 from fmnist.data import fetch
 from fmnist.data.prepare import (Arrays, load_arrays, preprocess, select_classes, split, stratified_split,
@@ -31,7 +32,7 @@ def test_preprocess_writes_uint8_arrays_and_training_stats(raw_dir, tmp_path):
 
 
 def test_preprocess_rejects_wrong_counts(raw_dir, tmp_path):
-    with pytest.raises(ValueError, match="60 images, expected 60000"):
+    with pytest.raises(DataError, match="60 images, expected 60000"):
         preprocess(raw_dir, tmp_path / "p", None)
 
 
@@ -69,5 +70,5 @@ def test_subset_keeps_class_balance():
 
 
 def test_missing_input_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.npz: not found"):
+    with pytest.raises(DataError, match="train.npz: not found"):
         load_arrays(tmp_path / "train.npz")

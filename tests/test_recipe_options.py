@@ -12,6 +12,7 @@ from torch import nn
 from conftest import synthetic_images
 from fmnist.core.config import (AugmentConfig, EarlyStoppingConfig, FinetuneConfig, OptimizerConfig, RecipeConfig,
                            SchedulerConfig, SwaConfig)
+from fmnist.core.errors import DeviceError
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, random_erasing, random_zoom, zoom
 from fmnist.models import create_model
@@ -110,7 +111,7 @@ def test_swa_keeps_the_average_of_the_weights_from_its_start_epoch():
     assert torch.allclose(result.best_state["1.weight"], (snapshots[2] + snapshots[3]) / 2, atol=1e-6)
     assert not torch.allclose(result.best_state["1.weight"], snapshots[3])
     # the SWA lr: epoch 3 still at the schedule's lr, epoch 4 annealed to swa.lr
-    assert [r["lr"] for r in result.history] == pytest.approx([0.05, 0.05, 0.05, 0.01])
+    assert [r.lr for r in result.history] == pytest.approx([0.05, 0.05, 0.05, 0.01])
     assert 0 <= result.swa["swa_val_acc"] <= 1
 
 
@@ -241,7 +242,7 @@ def test_bf16_autocast_channels_last_and_compile_run_on_the_cpu():
 
 
 def test_bf16_precision_needs_cuda(monkeypatch):
-    with pytest.raises(ValueError, match="bf16 needs a CUDA device"):
+    with pytest.raises(DeviceError, match="bf16 needs a CUDA device"):
         Runtime.for_recipe(_replace(RECIPE, precision="bf16"), CPU)
     assert Runtime.for_recipe(_replace(RECIPE, precision="auto"), CPU).amp_dtype is None
     auto = _replace(RECIPE, precision="auto")
@@ -267,6 +268,10 @@ def test_tta_flip_averages_the_mirror_image():
 
 
 class _TwoPhase(nn.Module):
+    """A fine-tunable model (the loop's `Finetunable`): a frozen backbone, one stage to unfreeze."""
+
+    finetune_stages = ("layer4",)
+
     def __init__(self):
         super().__init__()
         self.backbone = nn.Linear(784, 16)
@@ -291,7 +296,7 @@ def test_finetune_unfreezes_and_switches_to_the_small_lr():
     result = fit(model, recipe, 4, data(), data(60, seed=2), NORM, torch.Generator().manual_seed(0),
                  on_epoch=lambda r: snapshots.append(model.backbone.weight.detach().clone()))
     assert model.calls == [["layer4"]]
-    assert [r["lr"] for r in result.history] == pytest.approx([1e-2, 1e-2, 1e-4, 1e-4])
+    assert [r.lr for r in result.history] == pytest.approx([1e-2, 1e-2, 1e-4, 1e-4])
     assert torch.equal(snapshots[1], frozen)  # phase 1: backbone untouched
     assert not torch.equal(snapshots[3], frozen)  # phase 2: fine-tuned
 
@@ -311,4 +316,4 @@ def test_the_speedrun_recipe_runs_end_to_end_on_the_cpu():
                  test=data(60, seed=3))
     assert result.swa is not None and 0 <= result.swa["swa_test_acc"] <= 1
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert len(result.history) == 3 and all(math.isfinite(r["train_loss"]) for r in result.history)
+    assert len(result.history) == 3 and all(math.isfinite(r.train_loss) for r in result.history)

@@ -1,10 +1,10 @@
-from fmnist.reporting.tables import (StopRule, diminishing_returns_epoch, epoch_time_table, leaderboard,
-                                     markdown_table)
+from fmnist.core.runs import EpochRecord, StopRule
+from fmnist.reporting.tables import diminishing_returns_epoch, epoch_time_table, leaderboard, markdown_table
 
 
 def history(val):
-    return [{"epoch": i, "train_acc": v, "val_acc": v, "test_acc": v - 0.01, "cumulative_seconds": 10.0 * i}
-            for i, v in enumerate(val, start=1)]
+    return [EpochRecord(epoch=i, train_acc=v, val_acc=v, test_acc=v - 0.01, epoch_seconds=10.0,
+                        cumulative_seconds=10.0 * i) for i, v in enumerate(val, start=1)]
 
 
 def test_diminishing_returns_is_first_epoch_within_tolerance_of_best():

@@ -4,6 +4,8 @@ import signal
 import mlflow
 import pytest
 
+from fmnist.core.errors import StoreError
+from fmnist.core.runs import EpochRecord
 from fmnist import tracking
 
 
@@ -57,8 +59,8 @@ def test_ctrl_c_and_sigterm_end_killed(store):
 
 def test_epoch_metrics_use_epoch_as_step_and_later_results_keep_the_status(store, tmp_path):
     with tracking.tracked_run("exp", tags={"a": "1"}, root=store) as run:
-        tracking.log_epoch({"epoch": 1, "val_acc": 0.5})
-        tracking.log_epoch({"epoch": 2, "val_acc": 0.6})
+        tracking.log_epoch(EpochRecord(epoch=1, train_acc=0.4, val_acc=0.5, epoch_seconds=1.0, cumulative_seconds=1.0))
+        tracking.log_epoch(EpochRecord(epoch=2, train_acc=0.5, val_acc=0.6, epoch_seconds=1.0, cumulative_seconds=2.0))
     client = mlflow.MlflowClient()
     png = tmp_path / "c.png"
     png.write_bytes(b"png")
@@ -75,7 +77,7 @@ def test_epoch_metrics_use_epoch_as_step_and_later_results_keep_the_status(store
 
 
 def test_a_run_missing_from_the_store_is_a_clear_error(store):
-    with pytest.raises(ValueError, match="models/mlp/run.json: MLflow run 0123 is not in the tracking store"):
+    with pytest.raises(StoreError, match="models/mlp/run.json: MLflow run 0123 is not in the tracking store"):
         tracking.existing_run(mlflow.MlflowClient(), "0123", "models/mlp/run.json")
 
 

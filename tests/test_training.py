@@ -1,5 +1,3 @@
-import dataclasses
-
 import pytest
 import torch
 
@@ -8,11 +6,12 @@ from fmnist.core.config import EarlyStoppingConfig, OptimizerConfig, RecipeConfi
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model
-from fmnist.training.loop import fit
+from fmnist.training.loop import evaluate, fit
 from fmnist.training.runtime import seed_everything
 
 CPU = torch.device("cpu")
 TIMING = {"epoch_seconds", "cumulative_seconds"}
+NORMALIZE = Normalizer(0.2, 0.3)
 
 
 def _replace(config, **changes):
@@ -26,13 +25,21 @@ def datasets(n_train=200, n_val=60):
     return train, val
 
 
-def run(recipe, epochs, seed=0, arch="mlp"):
+def run(recipe, epochs, seed=0, arch="mlp", snapshots=None):
+    """fit's result and the records passed to on_epoch; with `snapshots` (a list), also a copy of the
+    model's weights as on_epoch saw them after each epoch."""
     seed_everything(seed, deterministic=True)
     model = create_model(arch, **recipe.model)
     train, val = datasets()
     records = []
-    result = fit(model, recipe, epochs, train, val, Normalizer(0.2, 0.3), torch.Generator().manual_seed(seed),
-                 test=val, on_epoch=records.append)
+
+    def on_epoch(record):
+        records.append(record)
+        if snapshots is not None:
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    result = fit(model, recipe, epochs, train, val, NORMALIZE, torch.Generator().manual_seed(seed),
+                 test=val, on_epoch=on_epoch)
     return result, records
 
 
@@ -41,15 +48,15 @@ RECIPE = RecipeConfig(model={"hidden": [32]}, batch_size=32, optimizer=Optimizer
 
 def test_history_has_every_metric_per_epoch_and_learns():
     result, records = run(RECIPE, 4)
-    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and records == result.history
+    assert [r.epoch for r in records] == [1, 2, 3, 4] and records == result.history
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", *TIMING):
-        assert key in records[0]
-    assert records[-1]["cumulative_seconds"] >= records[0]["epoch_seconds"] > 0
-    assert records[-1]["val_acc"] > 0.5
+        assert key in records[0].row()
+    assert records[-1].cumulative_seconds >= records[0].epoch_seconds > 0
+    assert records[-1].val_acc > 0.5
 
 
 def test_same_seed_same_metrics_different_seed_different():
-    strip = lambda h: [{k: v for k, v in r.items() if k not in TIMING} for r in h]
+    strip = lambda h: [{k: v for k, v in r.row().items() if k not in TIMING} for r in h]
     cnn = _replace(RECIPE, model={})
     a, _ = run(cnn, 2, seed=1, arch="cnn4")
     b, _ = run(cnn, 2, seed=1, arch="cnn4")
@@ -70,9 +77,23 @@ def test_early_stopping_stops_or_runs_on_and_records_the_point():
 
 
 def test_best_state_is_the_best_validation_epoch():
-    result, _ = run(RECIPE, 3)
-    best = max(result.history, key=lambda r: r["val_acc"])
-    assert result.best_epoch == best["epoch"] and result.best_state is not None
+    snapshots = []
+    result, _ = run(RECIPE, 3, snapshots=snapshots)
+    best = max(result.history, key=lambda r: r.val_acc)  # the first of equals, as the loop keeps
+    assert result.best_epoch == best.epoch and result.best_state is not None
+    # With seed 0 val acc peaks at epoch 2 and only ties it at epoch 3, so the weights kept must be
+    # epoch 2's, not the last ones the model ended with.
+    assert result.best_epoch < result.epochs_run == len(snapshots) == 3
+    kept, last = snapshots[result.best_epoch - 1], snapshots[-1]
+    assert result.best_state.keys() == kept.keys()
+    for name, tensor in kept.items():
+        assert torch.equal(result.best_state[name], tensor), name
+    assert any(not torch.equal(result.best_state[name], last[name]) for name in last)
+    # and the kept weights score what the history says the best epoch scored
+    model = create_model("mlp", **RECIPE.model)
+    model.load_state_dict(result.best_state)
+    val_loss, val_acc, _ = evaluate(model, datasets()[1], NORMALIZE, RECIPE.eval_batch_size)
+    assert (val_loss, val_acc) == pytest.approx((best.val_loss, best.val_acc))
 
 
 def test_plateau_schedule_reduces_lr_when_stuck():
@@ -81,4 +102,4 @@ def test_plateau_schedule_reduces_lr_when_stuck():
                                  early_stopping=EarlyStoppingConfig(patience=10, stop=False))
     result, _ = run(recipe, 4)
     lr = 1e-6
-    assert [r["lr"] for r in result.history] == pytest.approx([lr, lr, lr * 0.5, lr * 0.25])
+    assert [r.lr for r in result.history] == pytest.approx([lr, lr, lr * 0.5, lr * 0.25])

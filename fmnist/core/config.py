@@ -225,8 +225,6 @@ def _check_cross_fields(params: Params) -> None:
     if params.mlflow.experiment == params.mlflow.quick_experiment:
         raise ConfigError("mlflow.quick_experiment: must differ from mlflow.experiment, so quick runs never mix "
                           "with full ones")
-    for arch in params.architectures:
-        params.recipe(arch)
     for arch, recipe in params.recipes.items():
         _check_recipe(f"recipes.{arch}", recipe)
     classes = params.preprocess.classes

@@ -22,6 +22,7 @@ def check_params(params: Params, architectures: list[str] | None = None) -> None
         if arch not in known:
             raise ConfigError(f"architectures[{i}]: unknown architecture '{arch}'; known architectures: "
                               f"{', '.join(known)}")
+        params.recipe(arch)  # a registered architecture without a recipe
     for arch in architectures if architectures is not None else params.recipes:
         if arch not in known:
             raise ConfigError(f"recipes.{arch}: unknown architecture '{arch}'; known architectures: {', '.join(known)}")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from fmnist.core.config import BudgetConfig, Params, RecipeConfig, TrainConfig, to_flat_dict
+from fmnist.core.errors import DeviceError
 from fmnist.core.runs import StopRule
 from fmnist.models import ModelInfo, model_info
 from fmnist.models.checks import check_params
@@ -61,6 +62,10 @@ def plan_run(params: Params, arch: str) -> RunPlan:
     trainer = trainer_for(info)
     device = trainer.device(params.train.device)
     options = trainer.model_options(info, recipe.model_options(params.profile), params.train.seed)
+    try:
+        runtime = trainer.runtime(recipe, device)
+    except DeviceError as err:
+        raise DeviceError(f"recipes.{arch}.precision: {err}") from None
     return RunPlan(arch=arch, info=info, trainer=trainer, profile=params.profile, experiment=params.experiment,
                    recipe=recipe, budget=recipe.budget(params.profile), model_options=options, train=params.train,
-                   device=device, runtime=trainer.runtime(recipe, device))
+                   device=device, runtime=runtime)
