@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
 from fmnist.core.config import RecipeConfig
 from fmnist.core.runs import EpochRecord
 from fmnist.training.devices import sync
-from fmnist.models.wrapper import logits_of
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
+from fmnist.training.steps import (Diverged, DivergenceWatch, StepRules, evaluate, train_one_epoch,  # noqa: F401
+                                   train_steps)
 from fmnist.core.stopping import EarlyStopping, mode_for
 from fmnist.training.runtime import Runtime
 from fmnist.training.optim import LrSchedule, WeightAverager, build_optimizer, phase_start_epoch, recompute_batch_norm
 
 EpochCallback = Callable[[EpochRecord], None]
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @runtime_checkable
@@ -31,75 +34,6 @@ class Finetunable(Protocol):
     finetune_stages: tuple[str, ...]
 
     def begin_finetune(self, stages: Iterable[str]) -> None: ...
-
-
-def _logits(model: nn.Module, x: torch.Tensor, runtime: Runtime, tta_flip: bool) -> torch.Tensor:
-    x = runtime.prepare_input(x)
-    with runtime.autocast():
-        return logits_of(model, x, tta_flip)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceDataset, normalize: Normalizer, batch_size: int,
-             runtime: Runtime | None = None, tta_flip: bool = False) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, logits on the CPU) over the whole dataset."""
-    runtime = runtime or Runtime(data.x.device)
-    model.eval()
-    total_loss, outputs = 0.0, []
-    for x, y in eval_batches(data, batch_size, normalize):
-        logits = _logits(model, x, runtime, tta_flip)
-        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        outputs.append(logits.cpu())
-    logits = torch.cat(outputs)
-    acc = (logits.argmax(1) == data.y.cpu()).float().mean().item()
-    return total_loss / len(data), acc, logits
-
-
-@dataclass
-class StepRules:
-    """What happens around each optimiser step."""
-
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-
-
-def train_steps(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer,
-                runtime: Runtime, rules: StepRules | None = None,
-                after_batch: Callable[[], None] | None = None) -> tuple[float, float]:
-    """One optimiser step per batch of (normalised images, labels): (mean loss, accuracy) over them.
-
-    The pipeline feeds it `train_batches`; the benchmark feeds it other data paths, so both time the
-    same step."""
-    rules = rules or StepRules()
-    model.train()
-    total_loss = torch.zeros((), device=runtime.device)
-    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
-    seen = 0
-    for x, y in batches:
-        with runtime.autocast():
-            logits = model(runtime.prepare_input(x))
-            loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=rules.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if rules.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), rules.grad_clip)
-        optimizer.step()
-        if after_batch is not None:
-            after_batch()
-        # Accumulate on the device: no host sync per batch.
-        total_loss += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
-
-
-def train_one_epoch(model: nn.Module, data: DeviceDataset, optimizer: torch.optim.Optimizer,
-                    batch_size: int, generator: torch.Generator, normalize: Normalizer,
-                    augment: BatchAugment, runtime: Runtime | None = None, rules: StepRules | None = None,
-                    after_batch: Callable[[], None] | None = None) -> tuple[float, float]:
-    runtime = runtime or Runtime(data.x.device)
-    return train_steps(model, train_batches(data, batch_size, generator, normalize, augment), optimizer, runtime,
-                       rules, after_batch)
 
 
 @dataclass
@@ -123,74 +57,159 @@ def _plain_batches(data: DeviceDataset, batch_size: int, normalize: Normalizer, 
     return (runtime.prepare_input(x) for x, _ in eval_batches(data, batch_size, normalize) if len(x) > 1)
 
 
+class Fitter:
+    """The state of one training run between epochs, so it can be saved after every epoch and resumed.
+
+    `state_dict()` holds everything the next epoch depends on: weights, optimiser, schedule, SWA
+    average, early-stopping state, the data-order and augmentation generator, torch's, NumPy's and
+    Python's global generators, the history and the best weights so far. Resuming from it gives the
+    same epochs, bit for bit on the CPU, as never stopping.
+    """
+
+    def __init__(self, model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,
+                 normalize: Normalizer, generator: torch.Generator, test: DeviceDataset | None = None,
+                 runtime: Runtime | None = None):
+        self.model, self.recipe, self.epochs = model, recipe, epochs
+        self.train, self.val, self.test, self.normalize, self.generator = train, val, test, normalize, generator
+        self.runtime = runtime or Runtime.for_recipe(recipe, train.x.device)
+        self.net = self.runtime.prepare_model(model)
+        self.steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+        self.mode = mode_for(recipe.early_stopping.monitor)
+        self.optimizer = build_optimizer(model, recipe.optimizer)
+        self.schedule = LrSchedule(self.optimizer, recipe.scheduler, epochs, self.steps_per_epoch, self.mode)
+        self.finetune_epoch = (phase_start_epoch(recipe.finetune.start, epochs) if recipe.finetune.enabled else None)
+        self.averager = WeightAverager(recipe.swa, epochs) if recipe.swa.enabled else None
+        es = recipe.early_stopping
+        self.stopper = EarlyStopping(patience=es.patience, min_delta=es.min_delta, mode=self.mode)
+        self.augment = BatchAugment.from_config(recipe.augment)
+        self.rules = StepRules(recipe.label_smoothing, recipe.grad_clip)
+        self.result, self.cumulative, self.next_epoch = FitResult(), 0.0, 1
+
+    def _begin_phases(self, epoch: int) -> None:
+        """Enter the fine-tuning phase and the SWA phase at their epochs (also when resuming past them)."""
+        recipe = self.recipe
+        if epoch == self.finetune_epoch:
+            if not isinstance(self.model, Finetunable):
+                raise TypeError(f"{type(self.model).__name__} declares no fine-tuning stages (begin_finetune)")
+            self.model.begin_finetune(recipe.finetune.stages)
+            self.optimizer = build_optimizer(self.model, recipe.optimizer, lr=recipe.finetune.lr)
+            self.schedule = LrSchedule(self.optimizer, recipe.scheduler, self.epochs - epoch + 1,
+                                       self.steps_per_epoch, self.mode)
+        if self.averager is not None and epoch == self.averager.start_epoch:
+            self.averager.begin(self.model, self.optimizer)
+
+    def run_epoch(self) -> EpochRecord:
+        epoch, recipe, runtime = self.next_epoch, self.recipe, self.runtime
+        self._begin_phases(epoch)
+        averaging = self.averager is not None and self.averager.active(epoch)
+        lr = self.schedule.lr
+        device = self.train.x.device
+        sync(device)
+        start = time.perf_counter()
+        batches = train_batches(self.train, recipe.batch_size, self.generator, self.normalize, self.augment)
+        watch = DivergenceWatch(epoch)
+        train_loss, train_acc = train_steps(self.net, batches, self.optimizer, runtime, self.rules,
+                                            after_batch=None if averaging else self.schedule.after_batch, watch=watch)
+        watch.check()
+        val_loss, val_acc, _ = evaluate(self.net, self.val, self.normalize, recipe.eval_batch_size, runtime,
+                                        recipe.tta_flip)
+        if averaging:
+            self.averager.after_epoch(self.model)
+        sync(device)
+        seconds = time.perf_counter() - start
+        self.cumulative += seconds
+        test_loss = test_acc = None
+        if self.test is not None:
+            test_loss, test_acc, _ = evaluate(self.net, self.test, self.normalize, recipe.eval_batch_size, runtime,
+                                              recipe.tta_flip)
+        record = EpochRecord(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                             val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, lr=lr, epoch_seconds=seconds,
+                             cumulative_seconds=self.cumulative)
+        self.result.history.append(record)
+        monitored = getattr(record, recipe.early_stopping.monitor)
+        if self.stopper.update(epoch, monitored):
+            self.result.best_state = copy.deepcopy(self.model.state_dict())
+        if not averaging:
+            self.schedule.after_epoch(monitored)
+        if self.stopper.should_stop and recipe.early_stopping.stop:
+            self.result.stopped_early = True
+        self.next_epoch = epoch + 1
+        return record
+
+    @property
+    def done(self) -> bool:
+        return self.next_epoch > self.epochs or self.result.stopped_early
+
+    def finish(self) -> FitResult:
+        result = self.result
+        result.best_epoch, result.best_value = self.stopper.best_epoch, self.stopper.best
+        result.early_stop_epoch = self.stopper.stop_epoch
+        if self.averager is not None:
+            _finish_swa(result, self.averager, self.recipe, self.train, self.val, self.test, self.normalize,
+                        self.runtime)
+        return result
+
+    def state_dict(self) -> dict:
+        averager = self.averager
+        return {
+            "next_epoch": self.next_epoch, "cumulative": self.cumulative, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.inner.state_dict() if self.schedule.inner is not None else None,
+            "stopper": dataclasses.asdict(self.stopper), "history": [r.row() for r in self.result.history],
+            "best_state": self.result.best_state, "stopped_early": self.result.stopped_early,
+            "swa_model": averager.model.state_dict() if averager is not None and averager.model is not None else None,
+            "swa_scheduler": (averager.scheduler.state_dict()
+                              if averager is not None and averager.scheduler is not None else None),
+            "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where `state_dict()` was taken: replay the phase changes, then restore every state."""
+        self.model.load_state_dict(state["model"])
+        for epoch in range(1, state["next_epoch"]):
+            if epoch in (self.finetune_epoch, getattr(self.averager, "start_epoch", None)):
+                self._begin_phases(epoch)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["schedule"] is not None:
+            self.schedule.inner.load_state_dict(state["schedule"])
+        if state["swa_model"] is not None:
+            self.averager.model.load_state_dict(state["swa_model"])
+            self.averager.scheduler.load_state_dict(state["swa_scheduler"])
+        for name, value in state["stopper"].items():
+            setattr(self.stopper, name, value)
+        self.result.history = [EpochRecord.from_row(row) for row in state["history"]]
+        self.result.best_state, self.result.stopped_early = state["best_state"], state["stopped_early"]
+        self.next_epoch, self.cumulative = state["next_epoch"], state["cumulative"]
+        rng = state["rng"]
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+
 def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,
         normalize: Normalizer, generator: torch.Generator, test: DeviceDataset | None = None,
-        on_epoch: EpochCallback | None = None, runtime: Runtime | None = None) -> FitResult:
+        on_epoch: EpochCallback | None = None, runtime: Runtime | None = None, resume: dict | None = None,
+        on_state: Callable[[Fitter], None] | None = None) -> FitResult:
     """Train for up to `epochs`; the returned best_state is the model to keep.
 
     That is the best-validation checkpoint, or with SWA the averaged weights (batch-norm statistics
     recomputed on the training images). Timings (epoch_seconds, cumulative_seconds) cover training and
     validation only: the optional per-epoch test evaluation is for the diminishing-returns table and
-    is not counted.
+    is not counted. `resume` is a `Fitter.state_dict()` to continue from; `on_state` is called after
+    every epoch (before `on_epoch`) with the fitter, to save its state.
     """
-    device = train.x.device
-    runtime = runtime or Runtime.for_recipe(recipe, device)
-    net = runtime.prepare_model(model)
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    es_cfg = recipe.early_stopping
-    mode = mode_for(es_cfg.monitor)
-    optimizer = build_optimizer(model, recipe.optimizer)
-    schedule = LrSchedule(optimizer, recipe.scheduler, epochs, steps_per_epoch, mode)
-    finetune_epoch = phase_start_epoch(recipe.finetune.start, epochs) if recipe.finetune.enabled else None
-    averager = WeightAverager(recipe.swa, epochs) if recipe.swa.enabled else None
-    stopper = EarlyStopping(patience=es_cfg.patience, min_delta=es_cfg.min_delta, mode=mode)
-    augment = BatchAugment.from_config(recipe.augment)
-    rules = StepRules(recipe.label_smoothing, recipe.grad_clip)
-    result, cumulative = FitResult(), 0.0
-    for epoch in range(1, epochs + 1):
-        if epoch == finetune_epoch:
-            if not isinstance(model, Finetunable):
-                raise TypeError(f"{type(model).__name__} declares no fine-tuning stages (begin_finetune)")
-            model.begin_finetune(recipe.finetune.stages)
-            optimizer = build_optimizer(model, recipe.optimizer, lr=recipe.finetune.lr)
-            schedule = LrSchedule(optimizer, recipe.scheduler, epochs - epoch + 1, steps_per_epoch, mode)
-        if averager is not None and epoch == averager.start_epoch:
-            averager.begin(model, optimizer)
-        averaging = averager is not None and averager.active(epoch)
-        lr = schedule.lr
-        sync(device)
-        start = time.perf_counter()
-        train_loss, train_acc = train_one_epoch(net, train, optimizer, recipe.batch_size, generator, normalize,
-                                                augment, runtime, rules,
-                                                after_batch=None if averaging else schedule.after_batch)
-        val_loss, val_acc, _ = evaluate(net, val, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
-        if averaging:
-            averager.after_epoch(model)
-        sync(device)
-        seconds = time.perf_counter() - start
-        cumulative += seconds
-        test_loss = test_acc = None
-        if test is not None:
-            test_loss, test_acc, _ = evaluate(net, test, normalize, recipe.eval_batch_size, runtime, recipe.tta_flip)
-        record = EpochRecord(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-                             val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, lr=lr, epoch_seconds=seconds,
-                             cumulative_seconds=cumulative)
-        result.history.append(record)
-        monitored = getattr(record, es_cfg.monitor)
-        if stopper.update(epoch, monitored):
-            result.best_state = copy.deepcopy(model.state_dict())
-        if not averaging:
-            schedule.after_epoch(monitored)
+    fitter = Fitter(model, recipe, epochs, train, val, normalize, generator, test, runtime)
+    if resume is not None:
+        fitter.load_state_dict(resume)
+    while not fitter.done:
+        record = fitter.run_epoch()
+        if on_state is not None:
+            on_state(fitter)
         if on_epoch is not None:
             on_epoch(record)
-        if stopper.should_stop and es_cfg.stop:
-            result.stopped_early = True
-            break
-    result.best_epoch, result.best_value = stopper.best_epoch, stopper.best
-    result.early_stop_epoch = stopper.stop_epoch
-    if averager is not None:
-        _finish_swa(result, averager, recipe, train, val, test, normalize, runtime)
-    return result
+    return fitter.finish()
 
 
 def _finish_swa(result: FitResult, averager: WeightAverager, recipe: RecipeConfig, train: DeviceDataset,
