@@ -54,13 +54,13 @@ def run_pipeline(profile: str, params_file: Path) -> int:
     return subprocess.call([sys.executable, "-m", "dvc", "repro"], env=_env_with_this_python())
 
 
-def train_and_evaluate(arch: str, overrides: list[str], params_file: Path) -> int:
+def train_and_evaluate(arch: str, overrides: list[str], params_file: Path, resume: bool = True) -> int:
     """One architecture outside DVC, with overrides: its train then evaluate workflow, in this process."""
     from fmnist.workflows.evaluate import EvalPaths, evaluate_architecture
     from fmnist.workflows.train import TrainPaths, train_architecture
 
     params = load_params(params_file, overrides)
-    summary = train_architecture(params, arch, TrainPaths.for_arch(arch))
+    summary = train_architecture(params, arch, TrainPaths.for_arch(arch), resume=None if resume else False)
     print(summary.describe())
     evaluation = evaluate_architecture(params, arch, EvalPaths.for_arch(arch))
     print(evaluation.describe(arch))
@@ -95,20 +95,35 @@ def print_tables(tracking_uri: str | None, experiment: str, run_id: str | None, 
         print(to_markdown([*leaderboard_blocks(tables), *epoch_table_blocks(tables)], Path(".")))
 
 
-def predict(images: list[str], model_uri: str | None, params_file: Path) -> int:
-    import mlflow.pytorch
+def list_stale_runs(close: bool) -> int:
+    """Runs whose process is gone but which still say RUNNING: listed, or closed as KILLED."""
+    from mlflow import MlflowClient
 
     from fmnist import tracking
+    from fmnist.tracking.stale import close_run, gone_reason, stale_runs
+
+    tracking.configure()
+    client = MlflowClient()
+    runs = stale_runs(client)
+    for run in runs:
+        reason = gone_reason(run)
+        if close:
+            close_run(client, run, reason + "; closed by `fmnist runs --close`")
+        print(f"{run.info.run_id} {run.info.run_name or ''}: {reason}{' -> KILLED' if close else ''}")
+    if not runs:
+        print("no stale runs: every RUNNING run on this host has a live process")
+    return 0
+
+
+def predict(images: list[str], model_uri: str | None, params_file: Path, allow_unverified: bool = False) -> int:
+    from fmnist import tracking
     from fmnist.predict import predict_files
+    from fmnist.tracking.trust import load_verified
 
     if model_uri is None:
         model_uri = f"models:/{load_params(params_file).registered_model}@champion"
     tracking.configure()
-    try:
-        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    except Exception as err:  # MLflow raises several types for a missing or unreadable model
-        raise StoreError(f"cannot load model {model_uri} from {mlflow.get_tracking_uri()}: {err}. "
-                         "Run the pipeline first (it registers the champion), or pass --model URI.") from err
+    model = load_verified(model_uri, allow_unverified)
     model.eval()
     predictions, errors = predict_files(model, images)
     for p in predictions:
@@ -127,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe.add_argument("name", choices=PROFILES)
     train = sub.add_parser("train", help="train and evaluate one architecture with param overrides")
     train.add_argument("arch")
+    train.add_argument("--no-resume", action="store_true",
+                       help="start at epoch 1 even if an interrupted run of the same recipe saved its state")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param (repeatable; several may share one argument, space-separated)")
     tables = sub.add_parser("tables", help="rebuild the report's tables from MLflow alone")
@@ -139,7 +156,12 @@ def main(argv: list[str] | None = None) -> None:
     pred.add_argument("images", nargs="+")
     pred.add_argument("--model", help="MLflow model URI (default: models:/<registered model>@champion, the "
                                       "registered model named in params.yaml for its profile)")
+    pred.add_argument("--allow-unverified", action="store_true",
+                      help="load a model whose SHA-256 fmnist did not record (only one you trust: it is a pickle)")
     sub.add_parser("models", help="list the registered architectures")
+    runs = sub.add_parser("runs", help="MLflow runs left RUNNING by a process that is gone")
+    runs.add_argument("--stale", action="store_true", help="list them (the default)")
+    runs.add_argument("--close", action="store_true", help="close them as KILLED, with the reason as a tag")
     for p in (prof, pipe, train, pred):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
@@ -154,11 +176,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "train":
         # Several overrides may share one argument (MLproject passes one string): split before each KEY=.
         overrides = [item for arg in args.overrides for item in OVERRIDE_START.split(arg.strip()) if item]
-        return train_and_evaluate(args.arch, overrides, args.params)
+        return train_and_evaluate(args.arch, overrides, args.params, resume=not args.no_resume)
     elif args.command == "predict":
-        return predict(args.images, args.model, args.params)
+        return predict(args.images, args.model, args.params, args.allow_unverified)
     elif args.command == "tables":
         print_tables(args.tracking_uri, args.experiment, args.run_id, args.format)
+    elif args.command == "runs":
+        return list_stale_runs(close=args.close)
     elif args.command == "models":
         from fmnist.models import list_models
 

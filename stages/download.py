@@ -1,5 +1,7 @@
 """Stage download: fetch the four official files, verified, into the torchvision layout."""
 
+import _bootstrap  # noqa: F401,I001 (first: the project's environment)
+
 from fmnist.data.fetch import fetch_all
 from fmnist.core.entry import load, parser, run_main
 

@@ -1,5 +1,7 @@
 """Stage evaluate@ARCH: test metrics, confusion matrix and mistakes, logged to the training run."""
 
+import _bootstrap  # noqa: F401,I001 (first: the project's environment)
+
 from pathlib import Path
 
 from fmnist.core.entry import load, parser, run_main

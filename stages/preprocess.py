@@ -1,5 +1,7 @@
 """Stage preprocess: validated IDX -> uint8 npz arrays and normalisation statistics."""
 
+import _bootstrap  # noqa: F401,I001 (first: the project's environment)
+
 from fmnist.data.prepare import preprocess
 from fmnist.core.entry import load, parser, run_main
 

@@ -1,5 +1,7 @@
 """Stage report: one Markdown report comparing all architectures, recorded as an MLflow run."""
 
+import _bootstrap  # noqa: F401,I001 (first: the project's environment)
+
 from pathlib import Path
 
 from fmnist.core.entry import load, parser, run_main

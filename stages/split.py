@@ -1,5 +1,7 @@
 """Stage split: seeded, stratified train/validation split of the training images."""
 
+import _bootstrap  # noqa: F401,I001 (first: the project's environment)
+
 from fmnist.data.prepare import split
 from fmnist.core.entry import load, parser, run_main
 

@@ -1,5 +1,7 @@
 """Stage train@ARCH: train one architecture with its recipe, tracked in MLflow."""
 
+import _bootstrap  # noqa: F401,I001 (first: the project's environment)
+
 from pathlib import Path
 
 from fmnist.core.entry import load, parser, run_main
@@ -14,9 +16,10 @@ def main() -> None:
     p.add_argument("--model-dir", type=Path)
     p.add_argument("--metrics", type=Path)
     p.add_argument("--history", type=Path)
+    p.add_argument("--no-resume", action="store_true", help="start at epoch 1 even if a saved state matches")
     args = p.parse_args()
     paths = TrainPaths.for_arch(args.arch, args.split, args.prepared, args.model_dir, args.metrics, args.history)
-    print(train_architecture(load(args), args.arch, paths).describe())
+    print(train_architecture(load(args), args.arch, paths, resume=False if args.no_resume else None).describe())
 
 
 if __name__ == "__main__":

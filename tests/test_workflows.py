@@ -3,7 +3,6 @@ writes, what it logs, and that the three agree through the one run record."""
 
 import json
 
-import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient

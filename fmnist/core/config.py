@@ -163,6 +163,7 @@ class TrainConfig(Section):
     threads: Annotated[int, Range(lo=0)] = 0
     deterministic: bool = True
     log_test_each_epoch: bool = True
+    resume: bool = True  # continue an interrupted training of the same recipe, data and code
 
 
 class EvaluateConfig(Section):

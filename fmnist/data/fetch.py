@@ -79,11 +79,15 @@ def _from_mirror(name: str, mirror: str, timeout: float, retries: int,
     url = mirror.rstrip("/") + f"/{name}.gz"
     for attempt in range(retries + 1):
         try:
+            log.info("downloading %s", url)
             return http_get(url, timeout)
         except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
-            log.warning("%s: attempt %d/%d failed: %s", url, attempt + 1, retries + 1, err)
+            last = err
             if attempt < retries:
                 time.sleep(min(2 ** attempt, 5))
+    # one line per unreachable mirror (it is not tried again for the other files)
+    log.warning("%s unreachable after %d attempts (%s); trying the next source", mirror, retries + 1,
+                getattr(last, "reason", last))
     return None
 
 
@@ -118,6 +122,7 @@ def fetch_file(name: str, mirrors: list[str], local_dirs: list[str], timeout: fl
         found = _from_local(name, directory)
         if found is not None:
             raw, source = found
+            log.info("reading %s", source)
             content = decompress(raw, source)
             verify(name, content, source, expected)
             return FetchedFile(name, content, source)

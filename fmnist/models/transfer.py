@@ -21,7 +21,6 @@ from fmnist.models.lazy import torchvision_models as models
 from fmnist.core.errors import WeightsError
 from fmnist.models.registry import TRANSFER_STAGES as FINETUNE_STAGES
 
-FINETUNE_STAGES = ("layer1", "layer2", "layer3", "layer4")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

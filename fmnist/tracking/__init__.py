@@ -7,6 +7,7 @@ project root; an MLFLOW_TRACKING_URI in the environment wins.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import re
@@ -22,14 +23,28 @@ from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from fmnist.core.errors import StoreError, Terminated
+from fmnist.tracking.stale import process_tags
+from fmnist.tracking.store import check_store, schema_lock
 from fmnist.core.runs import EpochRecord
 
 STAGE_TAG = "fmnist.stage"
 
 
+class _KnownPickleWarning(logging.Filter):
+    """MLflow warns at every logged model that pickles can run code; we log pickles on purpose and check
+    their SHA-256 before loading (tracking/trust.py), so the warning says nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle" not in record.getMessage()
+
+
+logging.getLogger("mlflow.pytorch").addFilter(_KnownPickleWarning())
+
+
 def configure(root: str | Path = ".") -> str:
     """Point MLflow at the environment's tracking URI, or the embedded SQLite store under `root`."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    check_store(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -48,6 +63,11 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def ensure_experiment(name: str) -> str:
+    with schema_lock(mlflow.get_tracking_uri()):  # the first use of a new store creates its tables
+        return _ensure_experiment(name)
+
+
+def _ensure_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri(), name),
@@ -101,17 +121,23 @@ def _parent_run_id() -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None,
-                root: str | Path = ".") -> Iterator[mlflow.ActiveRun]:
-    """A new run that ends FINISHED, FAILED on error, KILLED on Ctrl-C or SIGTERM: never left RUNNING."""
+                root: str | Path = ".", resume_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run that ends FINISHED, FAILED on error, KILLED on Ctrl-C or SIGTERM: never left RUNNING by us;
+    the host and pid it records let the next start find it if the process is killed outright.
+    `resume_run_id` reopens that run (back to RUNNING) instead of starting a new one."""
     configure(root)
-    all_tags = dict(tags or {})
+    all_tags = {**(tags or {}), **process_tags()}
     parent = _parent_run_id()
     if parent:
         all_tags["mlflow.parentRunId"] = parent
     previous = _install_sigterm()  # before the run exists, so no signal can leave it RUNNING
     try:
         experiment_id = ensure_experiment(experiment)
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags)
+        if resume_run_id:
+            run = mlflow.start_run(run_id=resume_run_id)
+            mlflow.set_tags(all_tags)
+        else:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags)
         yield run
     except (KeyboardInterrupt, Terminated):
         _end_active(RunStatus.KILLED)
@@ -168,6 +194,14 @@ def log_epoch(record: EpochRecord) -> None:
     mlflow.log_metrics(record.metrics(), step=record.epoch)
 
 
+def log_missing_epochs(run_id: str, rows: list[dict]) -> None:
+    """After a resume: the epochs the saved state holds but the run did not log (killed in between)."""
+    logged = {m.step for m in MlflowClient().get_metric_history(run_id, "val_acc")}
+    for row in rows:
+        if row["epoch"] not in logged:
+            log_epoch(EpochRecord.from_row(row))
+
+
 class ActiveRunLog:
     """What a trainer reports while it fits, into the active run (the `RunLog` trainers expect)."""
 
@@ -198,9 +232,13 @@ def log_classifier(model: Any, input_example: Any, name: str = "model", requirem
     pins = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
                     f"mlflow=={mlflow.__version__}", f"cloudpickle=={cloudpickle.__version__}",
                     *requirements]
-    return mlflow.pytorch.log_model(
+    logged = mlflow.pytorch.log_model(
         model, name=name, signature=signature, input_example=input_example, serialization_format="pickle",
         code_paths=[str(Path(__file__).resolve().parents[1])],
         metadata={"class_names": list(getattr(model, "class_names", []))}, pip_requirements=pins,
     )
+    from fmnist.tracking.trust import record_digest
+
+    record_digest(logged.model_uri, mlflow.active_run().info.run_id)  # checked before it is ever unpickled
+    return logged
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from pathlib import Path
@@ -24,8 +25,10 @@ def save_checkpoint(path: str | Path, *, arch: str, model_kwargs: dict[str, Any]
     beside it, since only our own train stage writes it."""
     path = Path(path)
     if estimator is not None:
-        atomic_write_bytes(path.with_name(ESTIMATOR_FILE), pickle.dumps(estimator))
-        extra["estimator_file"] = ESTIMATOR_FILE
+        pickled = pickle.dumps(estimator)
+        atomic_write_bytes(path.with_name(ESTIMATOR_FILE), pickled)
+        # The checkpoint (loaded without unpickling code) vouches for the pickle beside it.
+        extra.update(estimator_file=ESTIMATOR_FILE, estimator_sha256=hashlib.sha256(pickled).hexdigest())
     buf = io.BytesIO()
     torch.save({"arch": arch, "model_kwargs": model_kwargs, "num_classes": num_classes,
                 "class_names": class_names, **extra}, buf)
@@ -42,8 +45,16 @@ def load_checkpoint(path: str | Path) -> dict:
         raise OutputError(f"{path}: not a readable checkpoint ({err}); re-run the train stage") from None
     if "estimator_file" in ckpt:
         pickled = path.parent / ckpt["estimator_file"]
+        if not pickled.is_file():
+            raise OutputError(f"{pickled}: missing beside its checkpoint {path}; re-run the train stage")
+        data = pickled.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != ckpt.get("estimator_sha256"):
+            raise OutputError(f"{pickled}: its SHA-256 {digest[:12]}... is not the one its checkpoint recorded "
+                              f"({str(ckpt.get('estimator_sha256'))[:12]}...): it was changed or swapped, so it is "
+                              "not unpickled; re-run the train stage")
         try:
-            ckpt["estimator"] = pickle.loads(pickled.read_bytes())
+            ckpt["estimator"] = pickle.loads(data)
         except Exception as err:  # pickle raises several types for a corrupt file
             raise OutputError(f"{pickled}: not a readable estimator ({err}); re-run the train stage") from None
     return ckpt

@@ -68,8 +68,8 @@ class Fitter:
 
     def __init__(self, model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,
                  normalize: Normalizer, generator: torch.Generator, test: DeviceDataset | None = None,
-                 runtime: Runtime | None = None):
-        self.model, self.recipe, self.epochs = model, recipe, epochs
+                 runtime: Runtime | None = None, progress=None):
+        self.model, self.recipe, self.epochs, self.progress = model, recipe, epochs, progress
         self.train, self.val, self.test, self.normalize, self.generator = train, val, test, normalize, generator
         self.runtime = runtime or Runtime.for_recipe(recipe, train.x.device)
         self.net = self.runtime.prepare_model(model)
@@ -108,8 +108,12 @@ class Fitter:
         start = time.perf_counter()
         batches = train_batches(self.train, recipe.batch_size, self.generator, self.normalize, self.augment)
         watch = DivergenceWatch(epoch)
+        if self.progress is not None:
+            self.progress.start_epoch(epoch)
+        observers = (watch, self.progress) if self.progress is not None else (watch,)
         train_loss, train_acc = train_steps(self.net, batches, self.optimizer, runtime, self.rules,
-                                            after_batch=None if averaging else self.schedule.after_batch, watch=watch)
+                                            after_batch=None if averaging else self.schedule.after_batch,
+                                            observers=observers)
         watch.check()
         val_loss, val_acc, _ = evaluate(self.net, self.val, self.normalize, recipe.eval_batch_size, runtime,
                                         recipe.tta_flip)
@@ -134,6 +138,8 @@ class Fitter:
         if self.stopper.should_stop and recipe.early_stopping.stop:
             self.result.stopped_early = True
         self.next_epoch = epoch + 1
+        if self.progress is not None:
+            self.progress.end_epoch(record)
         return record
 
     @property
@@ -191,7 +197,7 @@ class Fitter:
 def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,
         normalize: Normalizer, generator: torch.Generator, test: DeviceDataset | None = None,
         on_epoch: EpochCallback | None = None, runtime: Runtime | None = None, resume: dict | None = None,
-        on_state: Callable[[Fitter], None] | None = None) -> FitResult:
+        on_state: Callable[[Fitter], None] | None = None, progress=None) -> FitResult:
     """Train for up to `epochs`; the returned best_state is the model to keep.
 
     That is the best-validation checkpoint, or with SWA the averaged weights (batch-norm statistics
@@ -200,7 +206,7 @@ def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDatase
     is not counted. `resume` is a `Fitter.state_dict()` to continue from; `on_state` is called after
     every epoch (before `on_epoch`) with the fitter, to save its state.
     """
-    fitter = Fitter(model, recipe, epochs, train, val, normalize, generator, test, runtime)
+    fitter = Fitter(model, recipe, epochs, train, val, normalize, generator, test, runtime, progress)
     if resume is not None:
         fitter.load_state_dict(resume)
     while not fitter.done:

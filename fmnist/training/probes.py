@@ -39,5 +39,11 @@ class UnitWeightRecorder:
         self.epochs.append(record.epoch)
         self.snapshots.append(weights.float().cpu().numpy())
 
+    def state(self) -> dict:
+        return {"epochs": list(self.epochs), "snapshots": list(self.snapshots)}
+
+    def restore(self, state: dict) -> None:
+        self.epochs, self.snapshots = list(state["epochs"]), list(state["snapshots"])
+
     def save(self, path: str | Path) -> Path:
         return save_npz(path, weights=np.stack(self.snapshots), epochs=np.asarray(self.epochs), units=self.units)

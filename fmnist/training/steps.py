@@ -74,7 +74,7 @@ class DivergenceWatch:
 def train_steps(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer,
                 runtime: Runtime, rules: StepRules | None = None,
                 after_batch: Callable[[], None] | None = None,
-                watch: DivergenceWatch | None = None) -> tuple[float, float]:
+                observers: Iterable = ()) -> tuple[float, float]:
     """One optimiser step per batch of (normalised images, labels): (mean loss, accuracy) over them.
 
     The pipeline feeds it `train_batches`; the benchmark feeds it other data paths, so both time the
@@ -88,8 +88,8 @@ def train_steps(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
         with runtime.autocast():
             logits = model(runtime.prepare_input(x))
             loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=rules.label_smoothing)
-        if watch is not None:
-            watch.see(index, loss)
+        for observer in observers:
+            observer.see(index, loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if rules.grad_clip is not None:

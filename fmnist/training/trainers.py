@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,14 @@ class FitData:
 
 
 @dataclass
+class Resumable:
+    """A saved state to continue from (or None), and where to save the state after every epoch."""
+
+    state: dict | None
+    save: Callable[[dict, dict], None]  # (fitter state, extra state)
+
+
+@dataclass
 class Trained:
     """What either kind hands back to the shared bookkeeping."""
 
@@ -78,7 +87,8 @@ class Trainer(ABC):
         return budget.epochs
 
     @abstractmethod
-    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path) -> Trained: ...
+    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
+            resumable: Resumable | None = None) -> Trained: ...
 
     @abstractmethod
     def classifier(self, ckpt: dict) -> nn.Module:
@@ -88,11 +98,13 @@ class Trainer(ABC):
 class NetworkTrainer(Trainer):
     kind = ModelKind.TORCH
 
-    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path) -> Trained:
+    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
+            resumable: Resumable | None = None) -> Trained:
         from fmnist.data.tensors import DeviceDataset, Normalizer
         from fmnist.models.init import init_weights
         from fmnist.training.loop import fit
         from fmnist.training.probes import UnitWeightRecorder, first_pixel_layer
+        from fmnist.training.progress import Progress
 
         recipe, device = plan.recipe, plan.device
         net = create_model(plan.arch, num_classes=len(data.class_names), **plan.model_options)
@@ -109,6 +121,13 @@ class NetworkTrainer(Trainer):
         log.params({"num_params": num_params, "precision_used": plan.runtime.precision})
         layer = first_pixel_layer(net)
         recorder = UnitWeightRecorder(layer) if layer is not None else None
+        resume = resumable.state if resumable is not None else None
+        if resume is not None and recorder is not None and "recorder" in resume["extra"]:
+            recorder.restore(resume["extra"]["recorder"])
+
+        def on_state(fitter) -> None:
+            if resumable is not None:
+                resumable.save(fitter.state_dict(), {"recorder": recorder.state()} if recorder is not None else {})
 
         def on_epoch(record: EpochRecord) -> None:
             log.epoch(record)
@@ -116,7 +135,10 @@ class NetworkTrainer(Trainer):
                 recorder(record)
 
         result = fit(net, recipe, plan.budget.epochs, on_device["train"], on_device["val"], normalize, generator,
-                     test=on_device["test"], on_epoch=on_epoch, runtime=plan.runtime)
+                     test=on_device["test"], on_epoch=on_epoch, runtime=plan.runtime,
+                     resume=resume["fitter"] if resume is not None else None, on_state=on_state,
+                     progress=Progress(plan.arch, plan.budget.epochs, -(-len(data.train) // recipe.batch_size),
+                                       recipe.batch_size))
         if recorder is not None:
             log.artifact(recorder.save(model_dir / "unit_weights.npz"), "probes")
         net.load_state_dict(result.best_state)
@@ -160,14 +182,20 @@ class EstimatorTrainer(Trainer):
     def epochs(self, budget: BudgetConfig) -> int:
         return 1  # one fit
 
-    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path) -> Trained:
+    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
+            resumable: Resumable | None = None) -> Trained:
+        """One fit: nothing to resume (an interrupted fit starts again)."""
         import sklearn
 
         from fmnist.models.baselines import learned_numbers
         from fmnist.training.baseline import fit_baseline
 
         estimator = create_model(plan.arch, num_classes=len(data.class_names), **plan.model_options)
+        print(f"{plan.arch}: fitting {type(estimator).__name__} on {len(data.train):,} images (one fit, no progress "
+              "to show until it ends)", file=sys.stderr, flush=True)
         result = fit_baseline(estimator, data.train, data.val, data.epoch_test, plan.seed)
+        print(f"{plan.arch}: fitted in {result.fit_seconds:.1f} s, val acc {result.history[0].val_acc:.4f}",
+              file=sys.stderr, flush=True)
         for record in result.history:
             log.epoch(record)
         summary = summarise(plan.arch, self.kind.value, learned_numbers(estimator), result.history, best_epoch=1,

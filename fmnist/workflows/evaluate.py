@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 from fmnist import tracking
 from fmnist.core.config import Params
 from fmnist.core.io import atomic_write_text, csv_text, dict_csv_text
-from fmnist.core.runs import POINTER_FILE, Evaluation, read_pointer, write_evaluation
+from fmnist.core.errors import OutputError
+from fmnist.core.runs import POINTER_FILE, Evaluation, RunPointer, read_pointer, write_evaluation
 from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.models import model_info
 from fmnist.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -54,12 +55,30 @@ def _matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
     return csv_text(["true \\ predicted", *names], ([name, *map(int, row)] for name, row in zip(names, matrix)))
 
 
+def check_belongs(arch: str, pointer: RunPointer, run, ckpt: dict, model_dir: Path) -> None:
+    """The checkpoint, the pointer file and the MLflow run are one training's, of this architecture."""
+    fix = f"re-run its training (`dvc repro --force train@{arch}`)"
+    if ckpt.get("arch") != arch:
+        raise OutputError(f"{model_dir / CHECKPOINT_FILE} is a checkpoint of '{ckpt.get('arch')}', not of '{arch}'; {fix}")
+    if ckpt.get("run_id") != pointer.run_id:
+        raise OutputError(f"{model_dir}: the checkpoint belongs to MLflow run {ckpt.get('run_id')} but run.json names "
+                          f"{pointer.run_id}: outputs of two trainings are mixed; {fix}")
+    tags = run.data.tags
+    if pointer.arch != arch or tags.get("arch") != arch or tags.get(tracking.STAGE_TAG) != f"train@{arch}":
+        raise OutputError(f"{model_dir / POINTER_FILE} names MLflow run {pointer.run_id}, which is not a training "
+                          f"run of '{arch}' (its stage: {tags.get(tracking.STAGE_TAG)}); {fix}")
+    if run.info.status != "FINISHED":
+        raise OutputError(f"MLflow run {pointer.run_id} of '{arch}' is {run.info.status}, not FINISHED: its training "
+                          f"did not complete; {fix}")
+
+
 def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> Evaluation:
     pointer = read_pointer(paths.model_dir)
     tracking.configure(root)
     client = MlflowClient()
-    tracking.existing_run(client, pointer.run_id, paths.model_dir / POINTER_FILE)  # fail before any work
+    run = tracking.existing_run(client, pointer.run_id, paths.model_dir / POINTER_FILE)  # fail before any work
     ckpt = load_checkpoint(paths.model_dir / CHECKPOINT_FILE)
+    check_belongs(arch, pointer, run, ckpt, paths.model_dir)
     test = stratified_subset(load_arrays(paths.test_file), pointer.test_subset_size, pointer.test_subset_seed)
     names = ckpt["class_names"]
     trainer = trainer_for(model_info(ckpt["arch"]))

@@ -6,8 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+import shutil
+
 import mlflow
 import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from fmnist import tracking
 from fmnist.core.config import Params
@@ -18,7 +23,12 @@ from fmnist.models.wrapper import pixels_to_input
 from fmnist.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from fmnist.training.plan import RunPlan, plan_run
 from fmnist.training.runtime import seed_everything
-from fmnist.training.trainers import FitData
+from fmnist.tracking.stale import close_run, gone_reason, stale_runs
+from fmnist.training.resume import SavedState, clear_state, load_state, run_key, save_state, state_path
+from fmnist.training.trainers import FitData, Resumable
+from fmnist.workflows.outputs import check_writable, exclusive, replace_dir, staging_dir
+
+log = logging.getLogger("fmnist")
 
 
 @dataclass(frozen=True)
@@ -53,35 +63,86 @@ def load_fit_data(plan: RunPlan, paths: TrainPaths) -> FitData:
                    test_each_epoch=plan.train.log_test_each_epoch)
 
 
-def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path = Path(".")) -> RunSummary:
+def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path = Path("."),
+                       resume: bool | None = None) -> RunSummary:
+    """Plan and check everything, take the output folder for this process alone, then train (resuming an
+    interrupted run of the same recipe, data and code unless `resume` or train.resume is false)."""
     plan = plan_run(params, arch)  # every check that can fail does so here, before any work
-    if plan.train.threads:
-        torch.set_num_threads(plan.train.threads)
-    seed_everything(plan.seed, plan.train.deterministic)
-    data = load_fit_data(plan, paths)
-    return run_training(plan, data, paths, root)
+    check_writable(paths.model_dir / CHECKPOINT_FILE, paths.metrics_file, paths.history_file)
+    tracking.configure(root)  # the store: reachable and readable, before any work
+    with exclusive(paths.model_dir, root):
+        if plan.train.threads:
+            torch.set_num_threads(plan.train.threads)
+        seed_everything(plan.seed, plan.train.deterministic)
+        data = load_fit_data(plan, paths)
+        return run_training(plan, data, paths, root, plan.train.resume if resume is None else resume)
 
 
-def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = Path(".")) -> RunSummary:
-    tags = tracking.base_tags(f"train@{plan.arch}", {k: file_sha256(p) for k, p in paths.inputs().items()}, root)
+def _saved_state(plan: RunPlan, key: dict, state_file: Path, resume: bool, client: MlflowClient,
+                 experiment: str) -> SavedState | None:
+    """The state to resume, if any, with one line saying what happens; stale runs of this architecture
+    on this host are resumed (the saved state's) or closed as KILLED (every other)."""
+    saved, note = (load_state(state_file, key) if resume
+                   else (None, "resume is off (train.resume: false or --no-resume): starting at epoch 1"))
+    if saved is not None:
+        try:
+            status = client.get_run(saved.run_id).info.status
+        except MlflowException:
+            status = None
+        if status not in ("RUNNING", "KILLED", "FAILED"):
+            saved, note = None, f"the saved state's MLflow run {saved.run_id} is not in this store: starting afresh"
+    log.info("%s: %s", plan.arch, note)
+    exp = client.get_experiment_by_name(experiment)
+    for run in stale_runs(client, [exp.experiment_id] if exp else None, plan.arch):
+        if saved is None or run.info.run_id != saved.run_id:
+            close_run(client, run, gone_reason(run) + "; closed by the next start of its stage")
+            log.info("%s: closed stale MLflow run %s as KILLED (%s)", plan.arch, run.info.run_id, gone_reason(run))
+    return saved
+
+
+def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = Path("."),
+                 resume: bool = True) -> RunSummary:
+    data_hashes = {k: file_sha256(p) for k, p in paths.inputs().items()}
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    key = run_key(plan.logged_params(sizes), data_hashes)
+    state_file = state_path(root, plan.arch)
+    saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
+    tags = tracking.base_tags(f"train@{plan.arch}", data_hashes, root)
     tags.update(tracking.environment_tags(str(plan.device)))
     tags.update({"arch": plan.arch, "profile": plan.profile, "kind": plan.info.kind.value})
-    with tracking.tracked_run(plan.experiment, run_name=plan.arch, tags=tags, root=root) as run:
-        sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
-        tracking.log_params(plan.logged_params(sizes))
-        trained = plan.trainer.fit(plan, data, tracking.ActiveRunLog(), paths.model_dir)
-        mlflow.log_metrics(trained.summary.metrics())
-        save_checkpoint(paths.model_dir / CHECKPOINT_FILE, arch=plan.arch, model_kwargs=plan.model_options,
-                        num_classes=len(data.class_names), class_names=data.class_names, run_id=run.info.run_id,
-                        **trained.checkpoint)
-        example = pixels_to_input(data.val.x[:4]).numpy()
-        tracking.log_classifier(trained.classifier, example, requirements=trained.requirements)
-        history = history_csv(trained.history)
-        atomic_write_text(paths.history_file, history)
-        mlflow.log_text(history, "history.csv")
-        write_summary(paths.metrics_file, trained.summary)
-        write_pointer(paths.model_dir, RunPointer(
-            run_id=run.info.run_id, experiment=plan.experiment, arch=plan.arch,
-            tracking_uri=mlflow.get_tracking_uri(), early_stopping=plan.stop_rule,
-            test_subset_size=plan.budget.eval_subset, test_subset_seed=plan.seed))
+    staged = staging_dir(root, plan.arch)
+    try:
+        with tracking.tracked_run(plan.experiment, run_name=plan.arch, tags=tags, root=root,
+                                  resume_run_id=saved.run_id if saved else None) as run:
+            run_id = run.info.run_id
+            tracking.log_params(plan.logged_params(sizes))
+            if saved is not None:
+                tracking.log_missing_epochs(run_id, saved.fitter["history"])
+            resumable = Resumable(
+                {"fitter": saved.fitter, "extra": saved.extra} if saved else None,
+                lambda fitter, extra: save_state(state_file, key, run_id, fitter, extra))
+            trained = plan.trainer.fit(plan, data, tracking.ActiveRunLog(), staged, resumable)
+            write_outputs(plan, data, trained, paths, staged, run_id)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    clear_state(state_file)
     return trained.summary
+
+
+def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, staged: Path, run_id: str) -> None:
+    """Log the model and results, then move the finished model folder into place in one rename; the
+    summary and history follow, each written atomically."""
+    mlflow.log_metrics(trained.summary.metrics())
+    save_checkpoint(staged / CHECKPOINT_FILE, arch=plan.arch, model_kwargs=plan.model_options,
+                    num_classes=len(data.class_names), class_names=data.class_names, run_id=run_id,
+                    **trained.checkpoint)
+    example = pixels_to_input(data.val.x[:4]).numpy()
+    tracking.log_classifier(trained.classifier, example, requirements=trained.requirements)
+    history = history_csv(trained.history)
+    mlflow.log_text(history, "history.csv")
+    write_pointer(staged, RunPointer(run_id=run_id, experiment=plan.experiment, arch=plan.arch,
+                                     tracking_uri=mlflow.get_tracking_uri(), early_stopping=plan.stop_rule,
+                                     test_subset_size=plan.budget.eval_subset, test_subset_seed=plan.seed))
+    replace_dir(staged, paths.model_dir)
+    atomic_write_text(paths.history_file, history)
+    write_summary(paths.metrics_file, trained.summary)

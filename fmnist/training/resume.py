@@ -1,0 +1,71 @@
+"""The saved state of an interrupted training, outside DVC's outputs (DVC deletes those at a stage's
+start): `.fmnist/state/ARCH.pt`, written atomically after every epoch, removed once the stage succeeds.
+
+A state is resumed only by the same run: the same recipe and budget, the same input data, and the
+same code (its key hashes all three); anything else starts afresh and says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fmnist.core.io import atomic_write_bytes
+
+STATE_DIR = Path(".fmnist") / "state"
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def code_hash(package: Path = PACKAGE) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(settings: dict[str, Any], data_hashes: dict[str, str], code: str | None = None) -> dict[str, str]:
+    """What must match for a saved state to be resumed, each part hashed on its own (to say which changed)."""
+    as_hash = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()  # noqa: E731
+    return {"recipe": as_hash(settings), "data": as_hash(data_hashes), "code": code or code_hash()}
+
+
+@dataclass
+class SavedState:
+    run_id: str
+    fitter: dict
+    extra: dict
+
+
+def state_path(root: Path, arch: str) -> Path:
+    return root / STATE_DIR / f"{arch}.pt"
+
+
+def load_state(path: Path, key: dict[str, str]) -> tuple[SavedState | None, str]:
+    """The saved state if it belongs to this run, and a line saying what happens."""
+    if not path.is_file():
+        return None, "no saved state: starting at epoch 1"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)  # our own file, never downloaded
+    except Exception as err:  # a state cut short by a crash of the disk or the machine
+        return None, f"the saved state {path} is unreadable ({type(err).__name__}): starting afresh"
+    changed = [part for part, value in key.items() if saved.get("key", {}).get(part) != value]
+    if changed:
+        return None, f"the {' and '.join(changed)} changed since the saved state {path}: starting afresh"
+    state = SavedState(saved["run_id"], saved["fitter"], saved.get("extra", {}))
+    return state, f"resuming from the end of epoch {state.fitter['next_epoch'] - 1} (saved state {path})"
+
+
+def save_state(path: Path, key: dict[str, str], run_id: str, fitter: dict, extra: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save({"key": key, "run_id": run_id, "fitter": fitter, "extra": extra}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def clear_state(path: Path) -> None:
+    path.unlink(missing_ok=True)

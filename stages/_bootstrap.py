@@ -1,0 +1,28 @@
+"""Imported first by every stage script: run under the project's environment even when the `python`
+on PATH is another one (`.venv/bin/dvc exp run` without an activated environment runs the stages'
+`python` from PATH), by re-running the script with `.venv/bin/python`; or stop with one line saying
+what to do. Only the standard library here: this runs before we know which Python we are in."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's fmnist, whatever else is installed
+
+
+def ensure_environment() -> None:
+    missing = next((name for name in ("pydantic", "yaml", "torch", "mlflow") if importlib.util.find_spec(name) is None),
+                   None)  # found, not imported: a stage that needs no torch does not pay for it
+    if missing is None:
+        return
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if venv_python.is_file() and not os.environ.get("FMNIST_STAGE_REEXEC"):
+        os.environ["FMNIST_STAGE_REEXEC"] = "1"  # once: never loop
+        os.execv(str(venv_python), [str(venv_python), *sys.argv])
+    sys.exit(f"error: {Path(sys.argv[0]).name}: this Python ({sys.executable}) has no '{missing}'; run "
+             "`make setup`, then `source .venv/bin/activate` (or run DVC as .venv/bin/dvc from the project root)")
+
+
+ensure_environment()
