@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's fmnist, whatever else is instal
 
 
 def ensure_environment() -> None:
-    missing = next((name for name in ("pydantic", "yaml", "torch", "mlflow") if importlib.util.find_spec(name) is None),
+    missing = next((name for name in ("pydantic", "yaml", "mlflow", "filelock") if importlib.util.find_spec(name) is None),
                    None)  # found, not imported: a stage that needs no torch does not pay for it
     if missing is None:
         return

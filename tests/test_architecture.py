@@ -40,7 +40,7 @@ def test_the_blocker_really_blocks_torch():
 
 
 def test_report_stage_starts_without_torch():
-    done = run_without_torch("import runpy, sys; sys.argv = ['report.py', '--help']; "
+    done = run_without_torch("import runpy, sys; sys.argv = ['report.py', '--help']; sys.path.insert(0, 'stages'); "
                              "runpy.run_path('stages/report.py', run_name='__main__')")
     assert done.returncode == 0 and "usage" in done.stdout, done.stderr
 
