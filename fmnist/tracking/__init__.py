@@ -142,6 +142,11 @@ def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, st
     except (KeyboardInterrupt, Terminated):
         _end_active(RunStatus.KILLED)
         raise
+    except MlflowException as err:
+        _end_active(RunStatus.FAILED)
+        raise StoreError(f"the tracking store {mlflow.get_tracking_uri()} failed during the run "
+                         f"({str(err).splitlines()[0][:200]}); check its disk and that it is reachable, then run "
+                         "again (it resumes)") from err
     except BaseException:
         _end_active(RunStatus.FAILED)
         raise
@@ -153,7 +158,11 @@ def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, st
 
 def _end_active(status: int) -> None:
     if mlflow.active_run() is not None:
-        mlflow.end_run(RunStatus.to_string(status))
+        try:
+            mlflow.end_run(RunStatus.to_string(status))
+        except MlflowException:  # the store itself failed: `fmnist runs --close` closes the run later
+            logging.getLogger("fmnist").warning("could not mark the MLflow run %s in the store",
+                                                RunStatus.to_string(status))
 
 
 def existing_run(client: MlflowClient, run_id: str, recorded_in: str | Path) -> Run:
