@@ -1,0 +1,112 @@
+"""Long runs survive interruption: a resumed training continues its MLflow run and ends as if never
+stopped; runs whose process is gone are closed; a new SQLite store takes concurrent first users."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import ROOT
+from fmnist.core.runs import read_history, read_pointer
+from fmnist.tracking.stale import HOST_TAG, PID_TAG
+from fmnist.training import resume as resume_module
+from fmnist.workflows.train import TrainPaths, train_architecture
+from test_workflows import project, tiny_params  # noqa: F401 (fixture)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs (not even the run's FAILED status)."""
+
+
+def params(epochs=4):
+    p = tiny_params()
+    recipes = dict(p.recipes)
+    recipes["mlp"] = recipes["mlp"].model_copy(update={"quick": recipes["mlp"].quick.model_copy(update={"epochs": epochs})})
+    return p.model_copy(update={"recipes": recipes})
+
+
+def test_an_interrupted_training_resumes_in_the_same_run_and_ends_identical(project, monkeypatch):  # noqa: F811
+    straight = train_architecture(params(), "mlp", TrainPaths.for_arch("mlp", model_dir=project / "straight"),
+                                  resume=False)
+    straight_history = read_history(project / "metrics/history/mlp.csv")
+    real_save = resume_module.save_state
+
+    def save_then_die(path, key, run_id, fitter, extra):
+        real_save(path, key, run_id, fitter, extra)
+        if fitter["next_epoch"] == 3:
+            raise Killed
+
+    monkeypatch.setattr("fmnist.workflows.train.save_state", save_then_die)
+    with pytest.raises(Killed):
+        train_architecture(params(), "mlp", TrainPaths.for_arch("mlp"))
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    (interrupted,) = [r for r in client.search_runs([client.get_experiment_by_name("fmnist-quick").experiment_id])
+                      if r.info.status != "FINISHED"]
+    # As SIGKILL leaves it: RUNNING, its process gone (in-process, the exception closed it as FAILED).
+    client.update_run(interrupted.info.run_id, status="RUNNING")
+    client.set_tag(interrupted.info.run_id, PID_TAG, "999999999")
+    monkeypatch.setattr("fmnist.workflows.train.save_state", real_save)
+    resumed = train_architecture(params(), "mlp", TrainPaths.for_arch("mlp"))
+    run = client.get_run(read_pointer(project / "models/mlp").run_id)
+    assert run.info.run_id == interrupted.info.run_id and run.info.status == "FINISHED"
+    strip = lambda h: [{k: v for k, v in r.row().items() if "seconds" not in k} for r in h]  # noqa: E731
+    assert strip(read_history(project / "metrics/history/mlp.csv")) == strip(straight_history)
+    assert resumed.best_val_acc == straight.best_val_acc
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+    assert steps == [1, 2, 3, 4]  # every epoch logged once
+    assert not resume_module.state_path(project, "mlp").exists()  # removed once the stage succeeded
+
+
+def test_a_changed_recipe_starts_afresh_and_says_so(project, monkeypatch, caplog):  # noqa: F811
+    def die(path, key, run_id, fitter, extra):
+        resume_module.save_state(path, key, run_id, fitter, extra)
+        raise Killed
+    monkeypatch.setattr("fmnist.workflows.train.save_state", die)
+    with pytest.raises(Killed):
+        train_architecture(params(), "mlp", TrainPaths.for_arch("mlp"))
+    monkeypatch.setattr("fmnist.workflows.train.save_state", resume_module.save_state)
+    with caplog.at_level("INFO", logger="fmnist"):
+        train_architecture(params(epochs=2), "mlp", TrainPaths.for_arch("mlp"))
+    assert "the recipe changed since the saved state" in caplog.text
+    assert [r.epoch for r in read_history(project / "metrics/history/mlp.csv")] == [1, 2]
+
+
+def test_stale_runs_are_listed_and_closed(project):  # noqa: F811
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.create_experiment("stale-test")
+    stale = client.create_run(experiment, tags={HOST_TAG: os.uname().nodename, PID_TAG: "999999999"})
+    alive = client.create_run(experiment, tags={HOST_TAG: os.uname().nodename, PID_TAG: str(os.getppid())})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    listed = subprocess.run([sys.executable, "-m", "fmnist.cli", "runs", "--stale"], cwd=project, env=env,
+                            capture_output=True, text=True)
+    assert stale.info.run_id in listed.stdout and alive.info.run_id not in listed.stdout
+    closed = subprocess.run([sys.executable, "-m", "fmnist.cli", "runs", "--close"], cwd=project, env=env,
+                            capture_output=True, text=True)
+    assert closed.returncode == 0, closed.stderr
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+    assert "ended without closing the run" in client.get_run(stale.info.run_id).data.tags["fmnist.end_reason"]
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+def test_concurrent_first_use_of_a_new_sqlite_store(tmp_path):
+    code = ("from fmnist import tracking; import mlflow; tracking.configure(); "
+            "eid = tracking.ensure_experiment('first-use'); "
+            "r = mlflow.start_run(experiment_id=eid); mlflow.log_metric('m', 1.0); mlflow.end_run()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("first-use").experiment_id])
+    assert len(runs) == 4 and all(r.data.metrics["m"] == 1.0 for r in runs)
+
+
+def test_nothing_phones_home():
+    done = subprocess.run([sys.executable, "-c", "import os, fmnist; print(os.environ['MLFLOW_DISABLE_TELEMETRY'], "
+                           "os.environ['DO_NOT_TRACK'])"], env={k: v for k, v in os.environ.items()
+                                                                if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")},
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.split() == ["true", "true"]
