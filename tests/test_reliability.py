@@ -91,8 +91,9 @@ def test_stale_runs_are_listed_and_closed(project):  # noqa: F811
 
 
 def test_concurrent_first_use_of_a_new_sqlite_store(tmp_path):
-    code = ("from fmnist import tracking; import mlflow; tracking.configure(); "
-            "eid = tracking.ensure_experiment('first-use'); "
+    # as the train stage does: first search the store (stale runs), then create the experiment
+    code = ("from fmnist import tracking; import mlflow; from mlflow import MlflowClient; tracking.configure(); "
+            "MlflowClient().search_runs(['0']); eid = tracking.ensure_experiment('first-use'); "
             "r = mlflow.start_run(experiment_id=eid); mlflow.log_metric('m', 1.0); mlflow.end_run()")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}"}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)

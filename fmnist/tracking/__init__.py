@@ -46,6 +46,8 @@ def configure(root: str | Path = ".") -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
     check_store(uri)
     mlflow.set_tracking_uri(uri)
+    with schema_lock(uri):  # the first touch of a new store creates its tables: one process at a time
+        MlflowClient().search_experiments(max_results=1)
     return uri
 
 
@@ -63,7 +65,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def ensure_experiment(name: str) -> str:
-    with schema_lock(mlflow.get_tracking_uri()):  # the first use of a new store creates its tables
+    with schema_lock(mlflow.get_tracking_uri()):  # two first users of one experiment name
         return _ensure_experiment(name)
 
 
