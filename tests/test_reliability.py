@@ -111,3 +111,35 @@ def test_nothing_phones_home():
                                                                 if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")},
                           capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.split() == ["true", "true"]
+
+
+def test_sigterm_ends_a_training_with_one_line_and_the_run_killed(project):  # noqa: F811
+    """SIGTERM mid-training: one line, exit 143, the run KILLED, no traceback; a second start resumes."""
+    import signal
+    import time
+
+    import yaml
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data.update(profile="quick", architectures=["mlp"])
+    data["train"]["device"] = "cpu"
+    data["recipes"]["mlp"]["quick"] = {"epochs": 200, "train_subset": 300}
+    (project / "params.yaml").write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py"), "--arch", "mlp"], cwd=project, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if line.startswith("mlp epoch 2/200"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143
+    assert "stopped: terminated (SIGTERM)" in rest and "Traceback" not in rest, "".join(seen) + rest
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("fmnist-quick").experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert resume_module.state_path(project, "mlp").is_file()  # the next start resumes from it

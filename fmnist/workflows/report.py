@@ -5,6 +5,7 @@ and register the best model by validation accuracy as the `champion`."""
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from fmnist.reporting.render import (Heading, Image, Text, epoch_table_blocks, l
 from fmnist.reporting.sources import from_outputs
 from fmnist.core.runs import EPOCH_COLUMNS, LEADERBOARD_COLUMNS, EpochRecord
 from fmnist.reporting.tables import ReportInputs, build_tables
+
+log = logging.getLogger("fmnist")
 
 CHAMPION_ALIAS = "champion"
 TITLE = "Fashion-MNIST benchmark report"
@@ -128,7 +131,9 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
     for arch, arch_run_id in run_ids.items():  # fail before any work if the store lost a training run
         tracking.existing_run(MlflowClient(), arch_run_id, paths.models_dir / arch / "run.json")
     tables = build_tables(inputs)
+    log.info("report: %d architectures; drawing the figures", len(inputs.architectures))
     overview, per_arch = make_figures(inputs, paths)
+    log.info("report: logging the report run and registering the champion")
     tags = tracking.base_tags("report", root=root)
     tags.update({"profile": settings.profile, "fmnist.training_runs": ",".join(run_ids.values())})
     with tracking.tracked_run(settings.experiment, run_name="report", tags=tags, root=root) as run:
