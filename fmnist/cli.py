@@ -11,7 +11,6 @@ from pathlib import Path
 
 from fmnist.core.config import PROFILES, ConfigError, load_params, parse_params, read_params_file
 from fmnist.core.entry import run_main
-from fmnist.core.errors import StoreError
 from fmnist.core.io import atomic_write_text
 from fmnist.models.checks import check_params
 
@@ -28,7 +27,11 @@ def set_profile(params_file: Path, profile: str) -> None:
         raise ConfigError(f"profile: got {profile!r}, allowed values: {', '.join(PROFILES)}")
     check_params(parse_params({**read_params_file(params_file), "profile": profile}))
     text = params_file.read_text()
-    data = YAML().load(text)
+    try:
+        data = YAML().load(text)
+    except Exception as err:  # ruamel's stricter parser (duplicate keys, ...) raises several types
+        raise ConfigError(f"{params_file}: cannot be edited safely ({str(err).splitlines()[0]}); fix the file "
+                          "or edit profile: by hand") from None
     if "profile" not in data:
         raise ConfigError(f"{params_file}: no top-level 'profile:' key to change; add `profile: {profile}`")
     line, column = data.lc.value("profile")
@@ -79,12 +82,7 @@ def print_tables(tracking_uri: str | None, experiment: str, run_id: str | None, 
     from fmnist.reporting.sources import find_report_run, from_mlflow
     from fmnist.reporting.tables import build_tables
 
-    uri = tracking_uri or tracking.configure()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        # A read-only command: do not let MLflow create an empty database at a mistyped path.
-        raise StoreError(f"no MLflow database at {uri.removeprefix('sqlite:///')}; pass --tracking-uri "
-                         "or run from the project root")
-    mlflow.set_tracking_uri(uri)
+    tracking.configure(uri=tracking_uri, must_exist=True)  # read-only: never create an empty database
     client = MlflowClient()
     report_run = find_report_run(client, experiment, run_id)
     tables = build_tables(from_mlflow(client, report_run))
@@ -102,7 +100,7 @@ def list_stale_runs(close: bool) -> int:
     from fmnist import tracking
     from fmnist.tracking.stale import close_run, gone_reason, stale_runs
 
-    tracking.configure()
+    tracking.configure(must_exist=True)
     client = MlflowClient()
     runs = stale_runs(client)
     for run in runs:
@@ -122,7 +120,7 @@ def predict(images: list[str], model_uri: str | None, params_file: Path, allow_u
 
     if model_uri is None:
         model_uri = f"models:/{load_params(params_file).registered_model}@champion"
-    tracking.configure()
+    tracking.configure(must_exist=True)
     model = load_verified(model_uri, allow_unverified)
     model.eval()
     predictions, errors = predict_files(model, images)

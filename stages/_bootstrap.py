@@ -13,14 +13,17 @@ sys.path.insert(0, str(ROOT))  # this checkout's fmnist, whatever else is instal
 
 
 def ensure_environment() -> None:
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    in_venv = Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
     missing = next((name for name in ("pydantic", "yaml", "mlflow", "filelock") if importlib.util.find_spec(name) is None),
                    None)  # found, not imported: a stage that needs no torch does not pay for it
-    if missing is None:
-        return
-    venv_python = ROOT / ".venv" / "bin" / "python"
+    if in_venv or (missing is None and not venv_python.is_file()):
+        return  # the project's environment, or (no .venv here, e.g. conda for `mlflow run`) a complete one
     if venv_python.is_file() and not os.environ.get("FMNIST_STAGE_REEXEC"):
         os.environ["FMNIST_STAGE_REEXEC"] = "1"  # once: never loop
         os.execv(str(venv_python), [str(venv_python), *sys.argv])
+    if missing is None:
+        return  # re-exec already tried: carry on in this complete environment
     sys.exit(f"error: {Path(sys.argv[0]).name}: this Python ({sys.executable}) has no '{missing}'; run "
              "`make setup`, then `source .venv/bin/activate` (or run DVC as .venv/bin/dvc from the project root)")
 

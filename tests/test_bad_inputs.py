@@ -313,7 +313,7 @@ CASES = {
                                         "no MLflow experiment 'nope'"),
     "output folder under a file": (lambda p: ((p / "scratch/file").write_text("x"),
                                               stage("train", "--arch", "mlp", "--model-dir", "scratch/file/m",
-                                                    cwd=p))[1], "scratch/file/m is not writable (Not a directory)"),
+                                                    cwd=p))[1], "scratch/file/m is not writable (Not a directory"),
     "full disk": (full_disk, "cannot be written (File too large)"),
     "second training of one architecture": (locked, "models/mlp is being written by pid"),
     "params typo under dvc repro": (dvc_repro_typo, "recipes.mlp.quick.epochs: got 0, allowed range [1, inf]"),

@@ -56,7 +56,7 @@ def test_an_interrupted_training_resumes_in_the_same_run_and_ends_identical(proj
     assert resumed.best_val_acc == straight.best_val_acc
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
     assert steps == [1, 2, 3, 4]  # every epoch logged once
-    assert not resume_module.state_path(project, "mlp").exists()  # removed once the stage succeeded
+    assert not resume_module.state_path(project, project / "models/mlp").exists()  # removed once the stage succeeded
 
 
 def test_a_changed_recipe_starts_afresh_and_says_so(project, monkeypatch, caplog):  # noqa: F811
@@ -142,4 +142,4 @@ def test_sigterm_ends_a_training_with_one_line_and_the_run_killed(project):  # n
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("fmnist-quick").experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"]
-    assert resume_module.state_path(project, "mlp").is_file()  # the next start resumes from it
+    assert resume_module.state_path(project, project / "models/mlp").is_file()  # the next start resumes from it

@@ -280,7 +280,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node = data
         parts = dotted.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # an empty section (`augment:`) means its defaults
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: '{part}' is not a section")
         node[parts[-1]] = value
@@ -292,10 +294,14 @@ def read_params_file(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; run from the project root or pass --params")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         problem = " ".join(str(err).split())
         raise ConfigError(f"{path}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (profile:, recipes:, ...) at the top level, "
+                          f"got a {type(data).__name__}")
+    return data
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:

@@ -81,6 +81,17 @@ def dict_csv_text(rows: Iterable[dict], columns: list[str]) -> str:
     return csv_text(columns, ([row.get(c) for c in columns] for row in rows))
 
 
+def tree_sha256(folder: str | Path, pattern: str = "*") -> str:
+    """SHA-256 over the relative paths and contents of every file under `folder` matching `pattern`."""
+    import hashlib
+
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | Path) -> str:
     import hashlib
 

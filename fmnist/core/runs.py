@@ -156,6 +156,10 @@ class RunSummary:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("time_to", "extra")}
         return {**out, **self.time_to, **self.extra}
 
+    def tags(self) -> dict[str, str]:
+        """What is not a number: which model the run kept, as an MLflow tag."""
+        return {SELECTED_TAG: self.selected}
+
     def metrics(self) -> dict[str, float]:
         """The numeric figures, logged as MLflow metrics of the training run (booleans as 0/1)."""
         return {k: float(v) for k, v in self.to_dict().items() if isinstance(v, (int, float)) and v is not None}
@@ -168,15 +172,19 @@ class RunSummary:
         return cls(**{k: data[k] for k in names if k in data}, time_to=time_to, extra=extra)
 
     @classmethod
-    def from_mlflow(cls, metrics: Mapping[str, float], params: Mapping[str, str]) -> "RunSummary":
-        """From a training run's MLflow metrics and params (what `metrics()` and the params logged)."""
+    def from_mlflow(cls, metrics: Mapping[str, float], params: Mapping[str, str],
+                    tags: Mapping[str, str] | None = None) -> "RunSummary":
+        """From a training run's MLflow metrics, params and tags (what `metrics()`, the params and `tags()`
+        logged)."""
         ints = ("num_params", "epochs_run", "best_epoch", "early_stop_epoch")
-        data: dict[str, Any] = {k: (int(v) if k in ints else v) for k, v in metrics.items()
+        data: dict[str, Any] = {k: (int(v) if k in ints or k.startswith("epoch_to_") else v)
+                                for k, v in metrics.items()
                                 if not k.startswith(tuple(EPOCH_METRICS)) and not k.startswith(EVAL_PREFIX)}
         data.update({"arch": params["arch"], "kind": params.get("kind", "torch"),
                      "stopped_early": bool(metrics.get("stopped_early", 0.0)),
                      "converged": bool(metrics.get("converged", 0.0)),
-                     "best_val_loss": metrics.get("best_val_loss"), "selected": params.get("selected", "best_epoch")})
+                     "best_val_loss": metrics.get("best_val_loss"),
+                     "selected": (tags or {}).get(SELECTED_TAG, "best_epoch")})
         return cls.from_dict(data)
 
 
@@ -212,7 +220,8 @@ def read_summary(path: str | Path) -> RunSummary:
 # ---------------------------------------------------------------------------- evaluation
 
 
-EVAL_PREFIX = "final_"  # MLflow metric names of the evaluate stage, on the training run
+EVAL_PREFIX = "final_"
+SELECTED_TAG = "fmnist.selected"  # MLflow metric names of the evaluate stage, on the training run
 
 
 @dataclass(frozen=True)

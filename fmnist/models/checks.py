@@ -75,10 +75,9 @@ def check_model_options(name: str, options: dict[str, Any]) -> str | None:
         return "num_classes comes from the data (preprocess.classes), do not set it here"
     if unknown:
         return f"unknown option '{unknown[0]}' for '{name}'; allowed options: {', '.join(allowed) or '(none)'}"
-    if not info.probe:
-        return None
+    probed = options if info.probe else {**options, "pretrained": False}  # never load weights to check
     try:  # values too: on the meta device building allocates nothing, so even ResNet-50 is instant
-        built = _build_on_meta(info, options)
+        built = _build_on_meta(info, probed)
         validate = getattr(built, "_validate_params", None)  # scikit-learn checks values only when fitting
         if validate is not None:
             validate()

@@ -67,7 +67,7 @@ def from_mlflow(client: MlflowClient, report_run: Run) -> ReportInputs:
     for arch in architectures:
         run = client.get_run(params[f"run_id.{arch}"])
         metrics, run_params = run.data.metrics, run.data.params
-        summary = RunSummary.from_mlflow(metrics, run_params)
+        summary = RunSummary.from_mlflow(metrics, run_params, run.data.tags)
         inputs.entries.append(leaderboard_entry(summary, metrics.get(f"{EVAL_PREFIX}test_acc"),
                                                 int(run_params["n_test"]), run.info.run_id))
         inputs.histories[arch] = history_from_metrics(

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from fmnist.core.errors import StoreError, Terminated
 from fmnist.tracking.stale import process_tags
-from fmnist.tracking.store import check_store, schema_lock
+from fmnist.tracking.store import check_store, is_store_failure, schema_lock, sqlite_path, store_errors
 from fmnist.core.runs import EpochRecord
 
 STAGE_TAG = "fmnist.stage"
@@ -41,12 +41,18 @@ class _KnownPickleWarning(logging.Filter):
 logging.getLogger("mlflow.pytorch").addFilter(_KnownPickleWarning())
 
 
-def configure(root: str | Path = ".") -> str:
-    """Point MLflow at the environment's tracking URI, or the embedded SQLite store under `root`."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+def configure(root: str | Path = ".", uri: str | None = None, must_exist: bool = False) -> str:
+    """Point MLflow at `uri`, else the environment's tracking URI, else the embedded SQLite store under
+    `root`. With `must_exist` (read-only commands), a SQLite store that is not there is an error rather
+    than a new empty database."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    path = sqlite_path(uri)
+    if must_exist and path is not None and not path.is_file():
+        raise StoreError(f"no MLflow database at {path}; pass --tracking-uri, set MLFLOW_TRACKING_URI, or run "
+                         "from the project root")
     check_store(uri)
     mlflow.set_tracking_uri(uri)
-    with schema_lock(uri):  # the first touch of a new store creates its tables: one process at a time
+    with store_errors(uri), schema_lock(uri):  # the first touch of a new store creates its tables
         MlflowClient().search_experiments(max_results=1)
     return uri
 
@@ -146,6 +152,8 @@ def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, st
         raise
     except MlflowException as err:
         _end_active(RunStatus.FAILED)
+        if not is_store_failure(err):
+            raise  # a bug of ours, not the store: keep the traceback
         raise StoreError(f"the tracking store {mlflow.get_tracking_uri()} failed during the run "
                          f"({str(err).splitlines()[0][:200]}); check its disk and that it is reachable, then run "
                          "again (it resumes)") from err
@@ -170,12 +178,18 @@ def _end_active(status: int) -> None:
 def existing_run(client: MlflowClient, run_id: str, recorded_in: str | Path) -> Run:
     """The run a stage output points at, or a clear error if this tracking store does not hold it."""
     try:
-        return client.get_run(run_id)
-    except MlflowException:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         raise StoreError(
             f"{recorded_in}: MLflow run {run_id} is not in the tracking store {mlflow.get_tracking_uri()} "
             "(was mlflow.db deleted, or MLFLOW_TRACKING_URI changed?). Re-run its training stage: "
             "`dvc repro --force train@ARCH`.") from None
+    if run.info.lifecycle_stage != "active":
+        raise StoreError(f"{recorded_in}: MLflow run {run_id} was deleted; restore it (`mlflow runs restore "
+                         f"--run-id {run_id}`) or re-run its training stage (`dvc repro --force train@ARCH`)")
+    return run
 
 
 def log_to_finished_run(client: MlflowClient, run_id: str, metrics: dict[str, float],

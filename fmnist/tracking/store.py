@@ -63,3 +63,35 @@ def schema_lock(uri: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=120):
         yield
+
+
+def is_store_failure(err: BaseException) -> bool:
+    """The store itself failed (its database, its disk, the connection), as opposed to a bug of ours."""
+    import sqlalchemy.exc
+
+    seen = err
+    while seen is not None:
+        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlite3.DatabaseError, ConnectionError)):
+            return True
+        if type(seen).__module__.startswith(("requests", "urllib3")) and "Connection" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Failures of the store as one line (StoreError); anything else from MLflow keeps its traceback."""
+    from filelock import Timeout
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        if not is_store_failure(err):
+            raise
+        raise StoreError(f"the tracking store {uri} failed ({str(err).splitlines()[0][:200]}); check its disk and "
+                         "that it is reachable, then run again") from err
+    except Timeout:
+        raise StoreError(f"the tracking store {uri} stayed locked for 2 minutes by another process creating its "
+                         "tables; run again when that process is done") from None

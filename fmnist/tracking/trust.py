@@ -8,7 +8,6 @@ are not exportable graphs; so the model stays a pickle, and the hash is what mak
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 from pathlib import Path
@@ -18,16 +17,15 @@ import mlflow
 from mlflow import MlflowClient
 
 from fmnist.core.errors import StoreError
+from fmnist.core.io import tree_sha256
 
 DIGEST_TAG = "fmnist.model_sha256"
 
 
 def folder_digest(folder: Path) -> str:
-    """SHA-256 over every file of a logged model's `data/` folder (the pickle and what it needs)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in (folder / "data").rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    """SHA-256 over every file of a logged model: the pickle, the MLmodel file that names it, and the code
+    folder that is put on sys.path when it is loaded."""
+    return tree_sha256(folder)
 
 
 def record_digest(model_uri: str, run_id: str) -> str:

@@ -1,5 +1,5 @@
 """The saved state of an interrupted training, outside DVC's outputs (DVC deletes those at a stage's
-start): `.fmnist/state/ARCH.pt`, written atomically after every epoch, removed once the stage succeeds.
+start): `.fmnist/state/<output folder>.pt`, written atomically after every epoch, removed once the stage succeeds.
 
 A state is resumed only by the same run: the same recipe and budget, the same input data, and the
 same code (its key hashes all three); anything else starts afresh and says why.
@@ -10,23 +10,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fmnist.core.io import atomic_write_bytes
+from fmnist.core.io import atomic_write_bytes, tree_sha256
 
 STATE_DIR = Path(".fmnist") / "state"
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def code_hash(package: Path = PACKAGE) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return tree_sha256(package, "*.py")
 
 
 def run_key(settings: dict[str, Any], data_hashes: dict[str, str], code: str | None = None) -> dict[str, str]:
@@ -42,8 +40,10 @@ class SavedState:
     extra: dict
 
 
-def state_path(root: Path, arch: str) -> Path:
-    return root / STATE_DIR / f"{arch}.pt"
+def state_path(root: Path, model_dir: Path) -> Path:
+    """One saved state per output folder: trainings into other folders (seeds, profiles) never share it."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Path(model_dir).resolve()).strip("/"))
+    return root / STATE_DIR / f"{slug}.pt"
 
 
 def load_state(path: Path, key: dict[str, str]) -> tuple[SavedState | None, str]:

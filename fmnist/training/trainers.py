@@ -126,13 +126,13 @@ class NetworkTrainer(Trainer):
             recorder.restore(resume["extra"]["recorder"])
 
         def on_state(fitter) -> None:
+            if recorder is not None:  # before saving, so the saved state holds this epoch's snapshot
+                recorder(fitter.result.history[-1])
             if resumable is not None:
                 resumable.save(fitter.state_dict(), {"recorder": recorder.state()} if recorder is not None else {})
 
         def on_epoch(record: EpochRecord) -> None:
             log.epoch(record)
-            if recorder is not None:
-                recorder(record)
 
         result = fit(net, recipe, plan.budget.epochs, on_device["train"], on_device["val"], normalize, generator,
                      test=on_device["test"], on_epoch=on_epoch, runtime=plan.runtime,

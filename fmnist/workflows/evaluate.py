@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import mlflow
 from mlflow import MlflowClient
 
 from fmnist import tracking
+from fmnist.tracking.store import store_errors
 from fmnist.core.config import Params
-from fmnist.core.io import atomic_write_text, csv_text, dict_csv_text
+from fmnist.core.io import atomic_write_bytes, atomic_write_text, csv_text, dict_csv_text
 from fmnist.core.errors import OutputError
 from fmnist.core.runs import POINTER_FILE, Evaluation, RunPointer, read_pointer, write_evaluation
 from fmnist.data.prepare import load_arrays, stratified_subset
@@ -92,8 +96,8 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     evaluation = Evaluation(test_acc=report.accuracy, test_macro_f1=report.macro_f1, n_test=len(test),
                             test_loss=report.loss if getattr(model, "has_probabilities", True) else None,
                             f1={_slug(r["class"]): r["f1"] for r in report.per_class})
-    confusion_png = paths.figures_dir / "confusion.png"
-    misclassified_png = paths.figures_dir / "misclassified.png"
+    scratch = Path(tempfile.mkdtemp(prefix="fmnist-eval-"))  # figures join the outputs once the run has them
+    confusion_png, misclassified_png = scratch / "confusion.png", scratch / "misclassified.png"
     save_figure(confusion_figure(report.confusion, names, f"{arch}: test confusion matrix "
                                  f"(accuracy {report.accuracy:.4f})"), confusion_png)
     wrong = report.misclassified(test.y, params.evaluate.misclassified)
@@ -102,14 +106,17 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
                                      report.probabilities[wrong, report.predictions[wrong]],
                                      f"{arch}: most confident test mistakes"), misclassified_png)
     per_class = _per_class_csv(report)
+    with store_errors(mlflow.get_tracking_uri()):  # into the run first: a store failure leaves no new files
+        tracking.log_to_finished_run(
+            client, pointer.run_id, metrics=evaluation.metrics(),
+            artifacts=[(confusion_png, "evaluation"), (misclassified_png, "evaluation")],
+            texts={"evaluation/per_class.csv": per_class,
+                   "evaluation/confusion_matrix.csv": _matrix_csv(report.confusion, names)},
+            tags={"evaluated": "true"})
+    for png in (confusion_png, misclassified_png):
+        atomic_write_bytes(paths.figures_dir / png.name, png.read_bytes())
+    shutil.rmtree(scratch, ignore_errors=True)
     atomic_write_text(paths.figures_dir / "per_class.csv", per_class)
     atomic_write_text(paths.confusion_csv, _confusion_rows(test.y, report.predictions, names))
-
-    tracking.log_to_finished_run(
-        client, pointer.run_id, metrics=evaluation.metrics(),
-        artifacts=[(confusion_png, "evaluation"), (misclassified_png, "evaluation")],
-        texts={"evaluation/per_class.csv": per_class,
-               "evaluation/confusion_matrix.csv": _matrix_csv(report.confusion, names)},
-        tags={"evaluated": "true"})
     write_evaluation(paths.metrics_file, evaluation)
     return evaluation

@@ -1,5 +1,5 @@
 """A stage's outputs as one unit: checked before any work (writable, room on the disk, nobody else
-writing them), built in a staging folder and moved into place with one rename.
+writing them), built in a staging folder and moved into place by rename.
 
 Everything transient lives under `.fmnist/` at the project root (ignored by git and DVC), never
 beside the outputs, so DVC's hashes of `models/` only ever see finished folders.
@@ -49,17 +49,33 @@ def exclusive(target: Path, root: Path) -> Iterator[None]:
         lock.release()
 
 
-def check_writable(*paths: Path) -> None:
-    """Each output's folder exists (or can be made) and takes a file, and the disk has room: before any work."""
+def _nearest_existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def check_writable(*paths: Path, staging_root: Path | None = None) -> None:
+    """Each output's folder (or the folder it would be made in) takes a file, its disk has room, and, with
+    `staging_root`, it is on the same filesystem as the staging area (the final move is a rename): before
+    any work, and without creating anything."""
     for path in paths:
-        folder = path.parent
+        folder = _nearest_existing(path.parent.absolute())
+        if not folder.is_dir():
+            raise OutputError(f"{path.parent} is not writable (Not a directory: {folder} is a file); choose "
+                              "another output path")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".fmnist-write-test-"):
                 pass
         except OSError as err:
-            raise OutputError(f"{folder} is not writable ({err.strerror}); fix its permissions or choose another "
-                              "output path") from None
+            raise OutputError(f"{path.parent} is not writable ({err.strerror}); fix its permissions or choose "
+                              "another output path") from None
+        if staging_root is not None:
+            staging = _nearest_existing((staging_root / WORK_DIR).absolute())
+            if os.stat(staging).st_dev != os.stat(folder).st_dev:
+                raise OutputError(f"{path.parent} is on another filesystem than the project's {WORK_DIR}/ (where "
+                                  "outputs are built before one rename moves them in); choose an output path "
+                                  "inside the project's filesystem")
         free = shutil.disk_usage(folder).free
         if free < MIN_FREE_BYTES:
             raise OutputError(f"{folder}: only {free / 2**20:.0f} MiB free on its disk, at least "
@@ -70,17 +86,27 @@ def check_writable(*paths: Path) -> None:
 def staging_dir(root: Path, name: str) -> Path:
     staging = root / WORK_DIR / "staging"
     staging.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=staging, prefix=f"{name}."))
+    folder = Path(tempfile.mkdtemp(dir=staging, prefix=f"{name}."))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)  # mkdtemp makes it private; the model folder gets the usual mode
+    return folder
 
 
 def replace_dir(staged: Path, target: Path) -> None:
-    """Put the finished folder `staged` at `target` with renames: readers see the old folder or the new
-    one, never a mix (the old one is removed afterwards)."""
+    """Put the finished folder `staged` at `target`: the old folder is moved aside, the new one moved in
+    (two renames, never a copy), and the old one put back if the second rename fails. Readers see the
+    old folder or the new one, never a mix of files from both."""
     target.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if target.exists():
         old = staged.parent / f"{staged.name}.old"
         os.replace(target, old)
-    os.replace(staged, target)
+    try:
+        os.replace(staged, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

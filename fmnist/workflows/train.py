@@ -23,7 +23,8 @@ from fmnist.models.wrapper import pixels_to_input
 from fmnist.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from fmnist.training.plan import RunPlan, plan_run
 from fmnist.training.runtime import seed_everything
-from fmnist.tracking.stale import close_run, gone_reason, stale_runs
+from fmnist.tracking.store import store_errors
+from fmnist.tracking.stale import close_run, gone_reason, is_stale, stale_runs
 from fmnist.training.resume import SavedState, clear_state, load_state, run_key, save_state, state_path
 from fmnist.training.trainers import FitData, Resumable
 from fmnist.workflows.outputs import check_writable, exclusive, replace_dir, staging_dir
@@ -68,7 +69,7 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
     """Plan and check everything, take the output folder for this process alone, then train (resuming an
     interrupted run of the same recipe, data and code unless `resume` or train.resume is false)."""
     plan = plan_run(params, arch)  # every check that can fail does so here, before any work
-    check_writable(paths.model_dir / CHECKPOINT_FILE, paths.metrics_file, paths.history_file)
+    check_writable(paths.model_dir / CHECKPOINT_FILE, paths.metrics_file, paths.history_file, staging_root=root)
     tracking.configure(root)  # the store: reachable and readable, before any work
     with exclusive(paths.model_dir, root):
         if plan.train.threads:
@@ -85,12 +86,9 @@ def _saved_state(plan: RunPlan, key: dict, state_file: Path, resume: bool, clien
     saved, note = (load_state(state_file, key) if resume
                    else (None, "resume is off (train.resume: false or --no-resume): starting at epoch 1"))
     if saved is not None:
-        try:
-            status = client.get_run(saved.run_id).info.status
-        except MlflowException:
-            status = None
-        if status not in ("RUNNING", "KILLED", "FAILED"):
-            saved, note = None, f"the saved state's MLflow run {saved.run_id} is not in this store: starting afresh"
+        problem = _not_resumable(client, saved.run_id)
+        if problem:
+            saved, note = None, f"the saved state's MLflow run {saved.run_id} {problem}: starting afresh"
     log.info("%s: %s", plan.arch, note)
     exp = client.get_experiment_by_name(experiment)
     for run in stale_runs(client, [exp.experiment_id] if exp else None, plan.arch):
@@ -100,13 +98,31 @@ def _saved_state(plan: RunPlan, key: dict, state_file: Path, resume: bool, clien
     return saved
 
 
+def _not_resumable(client: MlflowClient, run_id: str) -> str | None:
+    """Why the saved state's run cannot be continued, or None if it can."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return "is not in this store"
+        raise
+    if run.info.lifecycle_stage != "active":
+        return "was deleted"
+    if run.info.status == "FINISHED":
+        return "already finished"
+    if run.info.status == "RUNNING" and not is_stale(run):
+        return "is still RUNNING in a live process"
+    return None
+
+
 def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = Path("."),
                  resume: bool = True) -> RunSummary:
     data_hashes = {k: file_sha256(p) for k, p in paths.inputs().items()}
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     key = run_key(plan.logged_params(sizes), data_hashes)
-    state_file = state_path(root, plan.arch)
-    saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
+    state_file = state_path(root, paths.model_dir)
+    with store_errors(mlflow.get_tracking_uri()):
+        saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
     tags = tracking.base_tags(f"train@{plan.arch}", data_hashes, root)
     tags.update(tracking.environment_tags(str(plan.device)))
     tags.update({"arch": plan.arch, "profile": plan.profile, "kind": plan.info.kind.value})
@@ -130,9 +146,10 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
 
 
 def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, staged: Path, run_id: str) -> None:
-    """Log the model and results, then move the finished model folder into place in one rename; the
+    """Log the model and results, then move the finished model folder into place by rename; the
     summary and history follow, each written atomically."""
     mlflow.log_metrics(trained.summary.metrics())
+    mlflow.set_tags(trained.summary.tags())
     save_checkpoint(staged / CHECKPOINT_FILE, arch=plan.arch, model_kwargs=plan.model_options,
                     num_classes=len(data.class_names), class_names=data.class_names, run_id=run_id,
                     **trained.checkpoint)
