@@ -81,13 +81,14 @@ def dict_csv_text(rows: Iterable[dict], columns: list[str]) -> str:
     return csv_text(columns, ([row.get(c) for c in columns] for row in rows))
 
 
-def tree_sha256(folder: str | Path, pattern: str = "*") -> str:
-    """SHA-256 over the relative paths and contents of every file under `folder` matching `pattern`."""
+def tree_sha256(folder: str | Path, pattern: str = "*", skip: tuple[str, ...] = ()) -> str:
+    """SHA-256 over the relative paths and contents of every file under `folder` matching `pattern`
+    (files whose relative path is in `skip` left out)."""
     import hashlib
 
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):
+    for path in sorted(p for p in folder.rglob(pattern) if p.is_file() and p.relative_to(folder).as_posix() not in skip):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

@@ -24,8 +24,9 @@ DIGEST_TAG = "fmnist.model_sha256"
 
 def folder_digest(folder: Path) -> str:
     """SHA-256 over every file of a logged model: the pickle, the MLmodel file that names it, and the code
-    folder that is put on sys.path when it is loaded."""
-    return tree_sha256(folder)
+    folder that is put on sys.path when it is loaded. Left out: the registry's `registered_model_meta`
+    (name and version, added when a registered model is downloaded; never executed)."""
+    return tree_sha256(folder, skip=("registered_model_meta",))
 
 
 def record_digest(model_uri: str, run_id: str) -> str:
