@@ -37,12 +37,20 @@ EpochFn = Callable[[], Iterator[Batch]]  # returns a fresh iterator over one epo
 
 # ----------------------------------------------------------------------------- data
 
+def shown(path: Path) -> str:
+    """A path as the committed report shows it: relative to the project, never this machine's layout."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return path.name if path.is_absolute() else str(path)
+
+
 def torchvision_root(raw_dir: Path, scratch: Path) -> tuple[Path, str]:
     """A root R such that torchvision's FashionMNIST finds R/FashionMNIST/raw/<name> (decompressed:
     its `_check_exists` looks for the names without .gz). The download stage's output if complete,
     else the .gz files (ours or Debian's) decompressed under `scratch`."""
     if all((raw_dir / TORCHVISION_SUBDIR / name).is_file() for name in OFFICIAL_FILES):
-        return raw_dir, str(raw_dir / TORCHVISION_SUBDIR)
+        return raw_dir, shown(raw_dir / TORCHVISION_SUBDIR)
     for source in (raw_dir / TORCHVISION_SUBDIR, DEBIAN_DIR):
         if all((source / f"{name}.gz").is_file() for name in OFFICIAL_FILES):
             target = scratch / TORCHVISION_SUBDIR
@@ -64,7 +72,7 @@ def load_train(root: Path, limit: int | None) -> Arrays:
 def normalisation(stats_path: Path, arrays: Arrays, limited: bool) -> tuple[float, float, str]:
     if stats_path.is_file() and not limited:
         stats = json.loads(stats_path.read_text())
-        return stats["mean"], stats["std"], str(stats_path)
+        return stats["mean"], stats["std"], shown(stats_path)
     stats = normalisation_stats(arrays.x)
     return stats["mean"], stats["std"], "computed from the benchmark's images"
 
