@@ -42,7 +42,7 @@ def shown(path: Path) -> str:
     try:
         return path.resolve().relative_to(ROOT).as_posix()
     except ValueError:
-        return path.name if path.is_absolute() else str(path)
+        return str(path)  # outside the project (e.g. Debian's dataset folder): as given
 
 
 def torchvision_root(raw_dir: Path, scratch: Path) -> tuple[Path, str]:
