@@ -16,7 +16,8 @@ from fmnist.core.errors import DeviceError
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, random_erasing, random_zoom, zoom
 from fmnist.models import create_model
-from fmnist.training.loop import StepRules, evaluate, fit, train_one_epoch
+from fmnist.training.loop import fit
+from fmnist.training.steps import StepRules, evaluate, train_one_epoch
 from fmnist.training.runtime import Runtime, seed_everything
 from fmnist.training.optim import LrSchedule, build_optimizer, recompute_batch_norm
 

@@ -12,7 +12,8 @@ from fmnist.core.config import (AugmentConfig, EarlyStoppingConfig, OptimizerCon
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model
-from fmnist.training.loop import Diverged, fit
+from fmnist.training.loop import fit
+from fmnist.training.steps import Diverged
 from fmnist.training.runtime import seed_everything
 
 CPU = torch.device("cpu")

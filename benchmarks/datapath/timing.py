@@ -25,7 +25,7 @@ from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset
 from fmnist.models import create_model, model_info
 from fmnist.training.devices import sync
-from fmnist.training.loop import train_steps
+from fmnist.training.steps import train_steps
 from fmnist.training.runtime import Runtime
 
 from .paths import (Batch, EpochFn, endless, load_train, normalisation, our_epochs, ready_epochs, standard_epochs,

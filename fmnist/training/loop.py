@@ -18,8 +18,7 @@ from fmnist.core.config import RecipeConfig
 from fmnist.core.runs import EpochRecord
 from fmnist.training.devices import sync
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
-from fmnist.training.steps import (Diverged, DivergenceWatch, StepRules, evaluate, train_one_epoch,  # noqa: F401
-                                   train_steps)
+from fmnist.training.steps import DivergenceWatch, StepRules, evaluate, train_steps
 from fmnist.core.stopping import EarlyStopping, mode_for
 from fmnist.training.runtime import Runtime
 from fmnist.training.optim import LrSchedule, WeightAverager, build_optimizer, phase_start_epoch, recompute_batch_norm

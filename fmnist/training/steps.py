@@ -52,16 +52,18 @@ class StepRules:
 
 
 class DivergenceWatch:
-    """Notes the first batch whose loss is NaN or infinite, on the device (no host sync per batch)."""
+    """Notes the first batch whose loss is NaN or infinite, in one tensor on the device: no host sync
+    and no allocation per batch; `check` reads it once, after the epoch."""
 
     def __init__(self, epoch: int):
         self.epoch = epoch
-        self.first_bad: torch.Tensor | None = None
+        self.first_bad: torch.Tensor | None = None  # -1 while every loss was finite
 
     def see(self, index: int, loss: torch.Tensor) -> None:
-        bad = ~torch.isfinite(loss.detach())
-        here = torch.where(bad, torch.tensor(index, device=loss.device), torch.tensor(-1, device=loss.device))
-        self.first_bad = here if self.first_bad is None else torch.where(self.first_bad >= 0, self.first_bad, here)
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss.detach())
+        self.first_bad.masked_fill_(bad, index)
 
     def check(self) -> None:
         if self.first_bad is not None and int(self.first_bad) >= 0:
