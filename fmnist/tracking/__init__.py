@@ -41,6 +41,9 @@ class _KnownPickleWarning(logging.Filter):
 logging.getLogger("mlflow.pytorch").addFilter(_KnownPickleWarning())
 
 
+_VERIFIED: set[str] = set()  # tracking URIs this process has checked and whose schema exists
+
+
 def configure(root: str | Path = ".", uri: str | None = None, must_exist: bool = False) -> str:
     """Point MLflow at `uri`, else the environment's tracking URI, else the embedded SQLite store under
     `root`. With `must_exist` (read-only commands), a SQLite store that is not there is an error rather
@@ -50,10 +53,12 @@ def configure(root: str | Path = ".", uri: str | None = None, must_exist: bool =
     if must_exist and path is not None and not path.is_file():
         raise StoreError(f"no MLflow database at {path}; pass --tracking-uri, set MLFLOW_TRACKING_URI, or run "
                          "from the project root")
-    check_store(uri)
     mlflow.set_tracking_uri(uri)
-    with store_errors(uri), schema_lock(uri):  # the first touch of a new store creates its tables
-        MlflowClient().search_experiments(max_results=1)
+    if uri not in _VERIFIED:  # once per process: a server probe costs a round trip
+        check_store(uri)
+        with store_errors(uri), schema_lock(uri):  # the first touch of a new store creates its tables
+            MlflowClient().search_experiments(max_results=1)
+        _VERIFIED.add(uri)
     return uri
 
 

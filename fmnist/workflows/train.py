@@ -119,7 +119,8 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
                  resume: bool = True) -> RunSummary:
     data_hashes = {k: file_sha256(p) for k, p in paths.inputs().items()}
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
-    key = run_key(plan.logged_params(sizes), data_hashes)
+    logged = plan.logged_params(sizes)
+    key = run_key(logged, data_hashes)
     state_file = state_path(root, paths.model_dir)
     with store_errors(mlflow.get_tracking_uri()):
         saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
@@ -131,7 +132,7 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
         with tracking.tracked_run(plan.experiment, run_name=plan.arch, tags=tags, root=root,
                                   resume_run_id=saved.run_id if saved else None) as run:
             run_id = run.info.run_id
-            tracking.log_params(plan.logged_params(sizes))
+            tracking.log_params(logged)
             if saved is not None:
                 tracking.log_missing_epochs(run_id, saved.fitter["history"])
             resumable = Resumable(
