@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -198,9 +199,10 @@ class EstimatorTrainer(Trainer):
               file=sys.stderr, flush=True)
         for record in result.history:
             log.epoch(record)
-        summary = summarise(plan.arch, self.kind.value, learned_numbers(estimator), result.history, best_epoch=1,
-                            selected="fit", converged=True)
-        summary = RunSummary.from_dict({**summary.to_dict(), "fit_seconds": result.fit_seconds})
+        summary = dataclasses.replace(
+            summarise(plan.arch, self.kind.value, learned_numbers(estimator), result.history, best_epoch=1,
+                      selected="fit", converged=True),
+            extra={"fit_seconds": result.fit_seconds})
         return Trained(result.history, summary, EstimatorClassifier(estimator, data.class_names),
                        {"estimator": estimator}, [f"scikit-learn=={sklearn.__version__}"])
 
