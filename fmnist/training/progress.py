@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from fmnist.core.runs import EpochRecord
 
-LOSS_EVERY = 20  # batches between loss readings on the bar (each reading waits for the device)
+LOSS_EVERY = 10  # batches between loss readings on the bar (each reading waits for the device)
 
 
 class Progress:
@@ -30,7 +30,7 @@ class Progress:
         if self.bar is None:
             return
         self.bar.update(1)
-        if index % LOSS_EVERY == 0:
+        if index % LOSS_EVERY == LOSS_EVERY - 1:  # not at batch 0: tqdm has no rate yet
             rate = self.bar.format_dict.get("rate") or 0.0
             self.bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate * self.batch_size:.0f}")
 
