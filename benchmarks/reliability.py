@@ -76,6 +76,7 @@ def kill_trials(args: argparse.Namespace) -> None:
     arch, epochs = args.arch, args.epochs
     budget = {"epochs": epochs, "train_subset": args.train_subset, "eval_subset": args.eval_subset}
     reference = make_project(args.data, {arch: budget}, [arch])
+    load_before = "/".join(f"{x:.2f}" for x in os.getloadavg())  # 1, 5, 15 minutes: 2 cores, anything beside counts
     start = time.perf_counter()
     assert repro(reference, arch, reference / "ref.log").wait() == 0, (reference / "ref.log").read_text()
     total = time.perf_counter() - start
@@ -103,7 +104,8 @@ def kill_trials(args: argparse.Namespace) -> None:
                      "final status": ",".join(r[2] for r in runs),
                      "per-epoch metrics identical": history(repo, arch) == expected})
         shutil.rmtree(repo, ignore_errors=True)
-    print(f"`{arch}`, {epochs} epochs on {args.train_subset} images; uninterrupted `dvc repro`: {total:.1f} s\n")
+    print(f"`{arch}`, {epochs} epochs on {args.train_subset} images; uninterrupted `dvc repro`: {total:.1f} s "
+          f"(load average before the trials: {load_before}, after: {'/'.join(f'{x:.2f}' for x in os.getloadavg())})\n")
     print(table(rows))
     shutil.rmtree(reference, ignore_errors=True)
 
