@@ -10,13 +10,16 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := true
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick run exps test test-fast lock bench
+.PHONY: help setup system-deps venv quick cpu full run exps metrics test test-fast lock bench
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
 	@echo "make quick    run the whole DVC pipeline on the quick budget (own MLflow experiment)"
-	@echo "make run      dvc repro: the full benchmark recipe (meant for a GPU)"
-	@echo "make exps     key params and metrics of every DVC experiment (dvc exp show)"
+	@echo "make run      the benchmark this machine can finish: the full profile with a GPU, the cpu profile without"
+	@echo "make cpu      the whole DVC pipeline on the cpu profile (real results on 2 CPU cores in at most 2 hours)"
+	@echo "make full     the whole DVC pipeline on the full profile (the GPU benchmark)"
+	@echo "make exps     every DVC experiment: the params that differ and the headline metrics (fmnist exps)"
+	@echo "make metrics  the headline metrics of the workspace (dvc metrics show --md metrics/summary.json)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
 	@echo "make bench    benchmark our data path against torchvision + DataLoader, and MLflow's logging cost (docs/benchmarks.md)"
 
@@ -49,13 +52,27 @@ lock:
 quick: setup
 	$(PY) -m fmnist.cli pipeline quick
 
-run: setup
+cpu: setup
+	$(PY) -m fmnist.cli pipeline cpu
+
+full: setup
 	$(PY) -m fmnist.cli pipeline full
 
-# The key params and metrics of every DVC experiment, one row each.
+# The profile this machine can finish: full on a GPU, cpu otherwise (make full / make cpu force one).
+run: setup
+	@profile=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu')"); \
+	if [ "$$profile" = full ]; then echo "make run: a CUDA GPU is present: running the full profile (make cpu forces the CPU one)"; \
+	else echo "make run: no CUDA GPU: running the cpu profile (make full forces the GPU benchmark)"; fi; \
+	$(PY) -m fmnist.cli pipeline $$profile
+
+# Every DVC experiment, one row each: the params that differ between them, the champion, and per
+# architecture its test accuracy and training time (`fmnist exps --all-columns` keeps every column).
 exps: venv
-	$(VENV)/bin/dvc exp show --no-pager --drop '.*' \
-		--keep '^(Experiment|Created|profile|champion_val_acc)$$|^[a-z0-9_]+\.(test_acc|train_seconds)$$|^recipes\..*\.(epochs|train_subset)$$'
+	$(PY) -m fmnist.cli exps
+
+# The headline metrics (per architecture test/val accuracy, epochs, time; the champion) of the workspace.
+metrics: venv
+	$(VENV)/bin/dvc metrics show --md metrics/summary.json
 
 test: setup
 	$(PY) -m pytest -q
@@ -66,3 +83,4 @@ test-fast: setup
 # Our data path against the standard torchvision + DataLoader one, on this machine; run it on a quiet one.
 bench: venv
 	$(PY) benchmarks/bench_datapath.py --out docs/benchmarks.md --train-batches 60,resnet18=20
+	$(PY) benchmarks/bench_precision.py --out docs/bench_precision.md

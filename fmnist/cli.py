@@ -70,7 +70,17 @@ def train_and_evaluate(arch: str, overrides: list[str], params_file: Path, resum
     return 0
 
 
-def print_tables(tracking_uri: str | None, experiment: str, run_id: str | None, fmt: str) -> None:
+def tables_experiment(experiment: str | None, params_file: Path) -> tuple[str, str]:
+    """The experiment `fmnist tables` reads, and where that name came from: --experiment, else the
+    experiment of params.yaml's profile (the one `dvc repro` and `fmnist predict` use)."""
+    if experiment:
+        return experiment, "--experiment"
+    params = load_params(params_file)
+    return params.experiment, f"the {params.profile} profile in {params_file}"
+
+
+def print_tables(tracking_uri: str | None, experiment: str | None, run_id: str | None, fmt: str,
+                 params_file: Path = Path("params.yaml")) -> None:
     """Rebuild the report's tables from MLflow alone: no DVC outputs, no torch."""
     import json
 
@@ -78,19 +88,57 @@ def print_tables(tracking_uri: str | None, experiment: str, run_id: str | None, 
     from mlflow import MlflowClient
 
     from fmnist import tracking
+    from fmnist.core.errors import StoreError
+    from fmnist.reporting.notes import run_notes
     from fmnist.reporting.render import epoch_table_blocks, leaderboard_blocks, to_markdown
     from fmnist.reporting.sources import find_report_run, from_mlflow
     from fmnist.reporting.tables import build_tables
 
     tracking.configure(uri=tracking_uri, must_exist=True)  # read-only: never create an empty database
     client = MlflowClient()
-    report_run = find_report_run(client, experiment, run_id)
-    tables = build_tables(from_mlflow(client, report_run))
+    experiment, source = tables_experiment(experiment, params_file)
+    try:
+        report_run = find_report_run(client, experiment, run_id)
+    except StoreError as err:
+        if source == "--experiment":
+            raise
+        raise StoreError(f"{err} (the experiment of {source}; --experiment NAME reads another)") from None
+    inputs = from_mlflow(client, report_run)
+    tables, notes = build_tables(inputs), run_notes(inputs)
+    said = (f"Tables of report run {report_run.info.run_id} in experiment '{experiment}' (from {source}), "
+            f"{mlflow.get_tracking_uri()}")
     if fmt == "json":
+        print(said, file=sys.stderr)  # stdout stays one JSON document
         print(json.dumps(tables.to_dict(), indent=2, sort_keys=True))
     else:
-        print(f"Tables of report run {report_run.info.run_id} ({mlflow.get_tracking_uri()})\n")
-        print(to_markdown([*leaderboard_blocks(tables), *epoch_table_blocks(tables)], Path(".")))
+        print(said + "\n")
+        print(to_markdown([*leaderboard_blocks(tables, notes), *epoch_table_blocks(tables, notes=notes)], Path(".")))
+
+
+def show_experiments(saved: Path | None, all_columns: bool) -> str:
+    """`dvc exp show --json` (or a saved copy of its output) as one readable Markdown table."""
+    import json
+
+    from fmnist.core.errors import FmnistError
+    from fmnist.reporting.experiments import exps_markdown
+
+    if saved is not None:
+        if not saved.is_file():
+            raise FmnistError(f"{saved}: no such file; save one with `dvc exp show --json > {saved}`")
+        text = saved.read_text()
+    else:
+        done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True,
+                              text=True, env=_env_with_this_python())
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise FmnistError(f"`dvc exp show --json` failed (exit {done.returncode}): {last}")
+        text = done.stdout
+    try:
+        show = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FmnistError(f"{saved or 'dvc exp show --json'}: not JSON ({err}); save it with "
+                          "`dvc exp show --json > FILE`") from None
+    return exps_markdown(show, all_columns)
 
 
 def list_stale_runs(close: bool) -> int:
@@ -147,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     tables = sub.add_parser("tables", help="rebuild the report's tables from MLflow alone")
     tables.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                                                "sqlite:///mlflow.db in the current directory)")
-    tables.add_argument("--experiment", default="fmnist", help="experiment name (default: fmnist)")
+    tables.add_argument("--experiment", help="experiment name (default: the experiment of the profile in "
+                                              "--params, as for `dvc repro` and `fmnist predict`)")
     tables.add_argument("--run-id", help="report run id (default: the experiment's latest report run)")
     tables.add_argument("--format", choices=("markdown", "json"), default="markdown")
     pred = sub.add_parser("predict", help="classify PNG/JPEG files with the champion model or any model URI")
@@ -160,7 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     runs = sub.add_parser("runs", help="MLflow runs left RUNNING by a process that is gone")
     runs.add_argument("--stale", action="store_true", help="list them (the default)")
     runs.add_argument("--close", action="store_true", help="close them as KILLED, with the reason as a tag")
-    for p in (prof, pipe, train, pred):
+    exps = sub.add_parser("exps", help="DVC experiments as one Markdown table: the params that differ and "
+                                       "the headline metrics (dvc exp show, readable)")
+    exps.add_argument("--all-columns", action="store_true", help="every param and metric column")
+    exps.add_argument("--input", type=Path, help="read this saved `dvc exp show --json` output instead of "
+                                                 "running it")
+    for p in (prof, pipe, train, pred, tables):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
     run_main(lambda: _dispatch(args))
@@ -178,7 +232,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         return predict(args.images, args.model, args.params, args.allow_unverified)
     elif args.command == "tables":
-        print_tables(args.tracking_uri, args.experiment, args.run_id, args.format)
+        print_tables(args.tracking_uri, args.experiment, args.run_id, args.format, args.params)
+    elif args.command == "exps":
+        print(show_experiments(args.input, args.all_columns))
     elif args.command == "runs":
         return list_stale_runs(close=args.close)
     elif args.command == "models":

@@ -30,14 +30,14 @@ BAD_VALUES = [
     (lambda d: d["recipes"]["mlp"]["optimizer"].update(name="rmsprop"),
      "recipes.mlp.optimizer.name: got 'rmsprop', allowed values: adam, adamw, sgd"),
     (lambda d: d["train"].update(device="tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
-    (lambda d: d.update(profile="fast"), "profile: got 'fast', allowed values: full, quick"),
+    (lambda d: d.update(profile="fast"), "profile: got 'fast', allowed values: full, cpu, quick"),
     (lambda d: d["recipes"]["cnn4"]["optimizer"].update(nesterov=True), "Nesterov momentum needs name: sgd"),
     (lambda d: d["preprocess"].update(classes=[0, 11]), "preprocess.classes: got [0, 11]"),
     (lambda d: d["train"].update(deterministic="yes"), "train.deterministic: got 'yes', expected true or false"),
     (lambda d: d["split"].update(seed=-1), "split.seed: got -1, allowed range [0, 4294967295]"),
     (lambda d: d.update(architectures=[]), "architectures: got [], expected a non-empty list without repeats"),
     (lambda d: d.update(architectures=["mlp", "mlp"]), "architectures: got ['mlp', 'mlp']"),
-    (lambda d: d["mlflow"].update(quick_experiment="fmnist"), "mlflow.quick_experiment: must differ"),
+    (lambda d: d["mlflow"].update(quick_experiment="fmnist"), "mlflow.quick_experiment: experiment, cpu_experiment, quick_experiment must all differ"),
     (lambda d: d["recipes"]["cnn4"]["quick"].update(train_subset=5), "recipes.cnn4.quick.train_subset: got 5"),
 ]
 
@@ -116,13 +116,16 @@ def test_repo_params_pass_the_model_checks():
     check_params(load_params(ROOT / "params.yaml"))
 
 
-def test_bf16_on_a_cpu_device_fails_when_the_run_is_planned():
+def test_bf16_on_a_cpu_without_native_bf16_fails_when_the_run_is_planned(monkeypatch):
+    from fmnist.training import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     data = repo_params()
     data["train"].update(device="cpu")
     _recipe(data, precision="bf16")
     params = parse_params(data)
     check_params(params)
-    with pytest.raises(DeviceError, match="recipes.cnn4.precision: precision bf16 needs a CUDA device"):
+    with pytest.raises(DeviceError, match="recipes.cnn4.precision: precision bf16 needs native bf16 arithmetic"):
         plan_run(params, "cnn4")
 
 

@@ -242,14 +242,40 @@ def test_bf16_autocast_channels_last_and_compile_run_on_the_cpu():
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_bf16_precision_needs_cuda(monkeypatch):
-    with pytest.raises(DeviceError, match="bf16 needs a CUDA device"):
-        Runtime.for_recipe(_replace(RECIPE, precision="bf16"), CPU)
-    assert Runtime.for_recipe(_replace(RECIPE, precision="auto"), CPU).amp_dtype is None
-    auto = _replace(RECIPE, precision="auto")
+def test_precision_auto_is_bf16_where_the_device_has_native_bf16(monkeypatch):
+    from fmnist.training import devices
+
+    auto, bf16 = _replace(RECIPE, precision="auto"), _replace(RECIPE, precision="bf16")
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda n=native: n)
+        assert Runtime.for_recipe(auto, CPU).amp_dtype == expected
+        assert Runtime.for_recipe(_replace(RECIPE, precision="fp32"), CPU).amp_dtype is None
+    with pytest.raises(DeviceError, match="precision bf16 needs native bf16 arithmetic, which this CPU lacks"):
+        Runtime.for_recipe(bf16, CPU)  # emulated bf16 is slower than fp32: refused, not silently used
     for supported, expected in ((True, torch.bfloat16), (False, None)):  # pre-Ampere GPUs: no native bf16
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, s=supported: s)
         assert Runtime.for_recipe(auto, torch.device("cuda")).amp_dtype == expected
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from fmnist.training.devices import cpu_has_native_bf16
+
+    with_flag, without = tmp_path / "a", tmp_path / "b"
+    with_flag.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw\n")
+    assert cpu_has_native_bf16(str(with_flag)) and not cpu_has_native_bf16(str(without))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))
+
+
+def test_evaluation_under_bf16_gives_fp32_logits_and_loss():
+    torch.manual_seed(0)
+    model = create_model("cnn1").eval()
+    d = data(40)
+    loss32, acc32, logits32 = evaluate(model, d, NORM, 20)
+    loss16, acc16, logits16 = evaluate(model, d, NORM, 20, runtime=Runtime(CPU, amp_dtype=torch.bfloat16,
+                                                                              channels_last=True))
+    assert logits16.dtype == torch.float32 and math.isfinite(loss16)
+    assert loss16 == pytest.approx(loss32, rel=0.05)
 
 
 def test_tta_flip_averages_the_mirror_image():

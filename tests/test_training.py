@@ -7,7 +7,7 @@ from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model
 from fmnist.training.loop import evaluate, fit
-from fmnist.training.runtime import seed_everything
+from fmnist.training.runtime import Runtime, seed_everything
 
 CPU = torch.device("cpu")
 TIMING = {"epoch_seconds", "cumulative_seconds"}
@@ -92,7 +92,8 @@ def test_best_state_is_the_best_validation_epoch():
     # and the kept weights score what the history says the best epoch scored
     model = create_model("mlp", **RECIPE.model)
     model.load_state_dict(result.best_state)
-    val_loss, val_acc, _ = evaluate(model, datasets()[1], NORMALIZE, RECIPE.eval_batch_size)
+    runtime = Runtime.for_recipe(RECIPE, torch.device("cpu"))  # as it was trained and scored
+    val_loss, val_acc, _ = evaluate(model, datasets()[1], NORMALIZE, RECIPE.eval_batch_size, runtime)
     assert (val_loss, val_acc) == pytest.approx((best.val_loss, best.val_acc))
 
 

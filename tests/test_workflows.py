@@ -11,6 +11,7 @@ from conftest import ROOT, synthetic_images
 from fmnist.core.config import parse_params
 from fmnist.core.errors import DeviceError, OutputError, StoreError
 from fmnist.core.io import save_npz, write_json
+from fmnist.core.seeds import split_spread
 from fmnist.core.runs import EPOCH_METRICS, read_history, read_pointer, read_summary
 from fmnist.data.prepare import CLASS_NAMES, normalisation_stats
 from fmnist.training.plan import plan_run
@@ -53,7 +54,9 @@ def test_train_writes_one_consistent_record_and_logs_it(project):
     summary, evaluation = train_and_evaluate("mlp", tiny_params())
     pointer = read_pointer(project / "models/mlp")
     history = read_history(project / "metrics/history/mlp.csv")
-    assert read_summary(project / "metrics/train/mlp.json") == summary
+    recorded, spread = split_spread(read_summary(project / "metrics/train/mlp.json"))
+    assert recorded == summary
+    assert spread.n_seeds == 1 and spread.test_acc_mean == summary.selected_test_acc and spread.test_acc_std is None
     assert [r.epoch for r in history] == [1, 2, 3] and summary.epochs_run == 3
     assert summary.best_val_acc == max(r.val_acc for r in history) > 0.3  # the bands are learnable
     run = MlflowClient().get_run(pointer.run_id)

@@ -9,7 +9,6 @@ Every error is one line naming the key and what is allowed, e.g.
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,28 +16,28 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fmnist.core.errors import ConfigError
+from fmnist.core.recipe import (PROFILES, AugmentConfig, BudgetConfig, EarlyStoppingConfig, FinetuneConfig,  # noqa: F401
+                                 Fraction, NonNegative, OptimizerConfig, Positive, RecipeConfig, SchedulerConfig,
+                                 Seed, SwaConfig)
 from fmnist.core.validation import Range, Section, one_line
 
-PROFILES = ("full", "quick")
-
-
-Positive = Annotated[float, Range(lo=0, lo_open=True)]
-NonNegative = Annotated[float, Range(lo=0)]
-Fraction = Annotated[float, Range(lo=0, hi=1, lo_open=True, hi_open=True)]
-Seed = Annotated[int, Range(lo=0, hi=2**32 - 1)]
 
 
 class MlflowConfig(Section):
+    """One experiment and one registered model per profile, so runs of different budgets never mix."""
+
     experiment: str = "fmnist"
+    cpu_experiment: str = "fmnist-cpu"
     quick_experiment: str = "fmnist-quick"
     registered_model: str = "fmnist-classifier"
+    cpu_registered_model: str = "fmnist-cpu-classifier"
     quick_registered_model: str = "fmnist-quick-classifier"
 
     def experiment_for(self, profile: str) -> str:
-        return self.quick_experiment if profile == "quick" else self.experiment
+        return getattr(self, "experiment" if profile == "full" else f"{profile}_experiment")
 
     def registered_model_for(self, profile: str) -> str:
-        return self.quick_registered_model if profile == "quick" else self.registered_model
+        return getattr(self, "registered_model" if profile == "full" else f"{profile}_registered_model")
 
 
 class DownloadConfig(Section):
@@ -55,106 +54,6 @@ class PreprocessConfig(Section):
 class SplitConfig(Section):
     val_fraction: Fraction = 0.1
     seed: Seed = 42
-
-
-class OptimizerConfig(Section):
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: Positive = 1e-3
-    weight_decay: NonNegative = 0.0
-    momentum: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.0
-    nesterov: bool = False
-
-
-class SchedulerConfig(Section):
-    """Learning-rate schedule. onecycle and cyclic step every batch, the others once per epoch."""
-
-    name: Literal["none", "plateau", "step", "multistep", "cosine", "onecycle", "cyclic"] = "none"
-    factor: Fraction = 0.1  # plateau, step, multistep
-    patience: Annotated[int, Range(lo=0)] = 2  # plateau
-    step_size: Annotated[int, Range(lo=1)] = 10  # step: epochs between reductions
-    milestones: list[int] = []  # multistep: epochs after which lr *= factor
-    min_lr: NonNegative = 0.0  # plateau, cosine
-    max_lr: Positive | None = None  # onecycle peak; cyclic upper bound
-    pct_start: Fraction = 0.25  # onecycle: share of steps warming up
-    cycle_epochs: Positive = 2.0  # cyclic: epochs per half cycle (base -> max)
-
-
-class SwaConfig(Section):
-    """Stochastic weight averaging over the last part of the budget (Izmailov et al., 2018)."""
-
-    enabled: bool = False
-    start: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.75  # share of the epochs before averaging
-    lr: Positive = 0.01  # constant SWA learning rate, reached by annealing
-    anneal_epochs: Annotated[int, Range(lo=0)] = 1
-
-
-class FinetuneConfig(Section):
-    """Two-phase transfer: train the head on a frozen backbone, then unfreeze `stages` with a small lr."""
-
-    enabled: bool = False
-    start: Fraction = 0.3  # share of the epochs for phase 1
-    lr: Positive = 1e-5
-    stages: list[str] = ["layer3", "layer4"]
-
-
-class AugmentConfig(Section):
-    """Whole-batch tensor augmentation of training images (never of validation or test images)."""
-
-    hflip: Annotated[float, Range(lo=0, hi=1)] = 0.0  # probability of a horizontal flip
-    translate: Annotated[int, Range(lo=0, hi=8)] = 0  # random shift up to this many pixels (zero padding)
-    zoom: Annotated[float, Range(lo=0, hi=0.5)] = 0.0  # random scale in [1 - zoom, 1 + zoom]
-    erasing: Annotated[float, Range(lo=0, hi=1)] = 0.0  # probability of erasing one rectangle (Zhong et al.)
-    erasing_max_area: Annotated[float, Range(lo=0.02, hi=1)] = 0.33  # largest erased share of the image
-
-
-class EarlyStoppingConfig(Section):
-    monitor: Literal["val_acc", "val_loss"] = "val_acc"
-    patience: Annotated[int, Range(lo=1)] = 5
-    min_delta: NonNegative = 0.0
-    stop: bool = True
-
-
-class BudgetConfig(Section):
-    """How much of a recipe to run: the full benchmark, or the quick profile's cut-down."""
-
-    epochs: Annotated[int, Range(lo=1)] = 10
-    train_subset: Annotated[int, Range(lo=100)] | None = None
-    # Validation and test images scored (stratified subset): big networks on a CPU spend most of a quick
-    # run evaluating otherwise. null = all; the report and metrics state how many were used.
-    eval_subset: Annotated[int, Range(lo=100)] | None = None
-    # Model options for this budget only, over the recipe's `model`; logged with the run like every option.
-    model: dict[str, Any] = {}
-
-
-class RecipeConfig(Section):
-    model: dict[str, Any] = {}
-    init: Literal["default", "he", "xavier"] = "default"
-    batch_size: Annotated[int, Range(lo=1)] = 128
-    eval_batch_size: Annotated[int, Range(lo=1)] = 1000
-    optimizer: OptimizerConfig = OptimizerConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    augment: AugmentConfig = AugmentConfig()
-    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    label_smoothing: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.0
-    grad_clip: Positive | None = None  # max gradient norm; null = no clipping
-    swa: SwaConfig = SwaConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16 autocast needs CUDA; auto = bf16 on CUDA only
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the network for training
-    tta_flip: bool = False  # average the logits of each image and its mirror at evaluation
-    full: BudgetConfig = BudgetConfig()
-    quick: BudgetConfig = BudgetConfig(epochs=1)
-
-    def budget(self, profile: str) -> BudgetConfig:
-        return getattr(self, profile)
-
-    def model_options(self, profile: str) -> dict[str, Any]:
-        return {**self.model, **self.budget(profile).model}
-
-    def changed_from_default(self, names: typing.Iterable[str]) -> list[str]:
-        """Which of `names` this recipe sets to something other than the default."""
-        return [n for n in names if getattr(self, n) != RecipeConfig.model_fields[n].default]
 
 
 class TrainConfig(Section):
@@ -177,7 +76,7 @@ class ReportConfig(Section):
 class Params(Section):
     """The whole of params.yaml."""
 
-    profile: Literal["full", "quick"] = "full"
+    profile: Literal["full", "cpu", "quick"] = "full"
     architectures: list[str] = []
     mlflow: MlflowConfig = MlflowConfig()
     download: DownloadConfig = DownloadConfig()
@@ -223,11 +122,17 @@ def _check_cross_fields(params: Params) -> None:
     if not params.architectures or len(set(params.architectures)) != len(params.architectures):
         raise ConfigError(f"architectures: got {params.architectures!r}, expected a non-empty list without "
                           "repeats of registered architectures (`fmnist models` lists them)")
-    if params.mlflow.experiment == params.mlflow.quick_experiment:
-        raise ConfigError("mlflow.quick_experiment: must differ from mlflow.experiment, so quick runs never mix "
-                          "with full ones")
+    for names in (("experiment", "cpu_experiment", "quick_experiment"),
+                  ("registered_model", "cpu_registered_model", "quick_registered_model")):
+        values = [getattr(params.mlflow, n) for n in names]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"mlflow.{names[2]}: {', '.join(names)} must all differ, so runs of different "
+                              f"profiles never mix; got {values}")
     for arch, recipe in params.recipes.items():
         _check_recipe(f"recipes.{arch}", recipe)
+        for profile in PROFILES:
+            if recipe.budget(profile).recipe:
+                _check_recipe(f"recipes.{arch}.{profile}.recipe", recipe.for_profile(profile, f"recipes.{arch}"))
     classes = params.preprocess.classes
     if classes is not None:
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):

@@ -144,6 +144,7 @@ class RunSummary:
     early_stop_epoch: int | None = None
     stopped_early: bool = False
     converged: bool = False
+    selected_test_acc: float | None = None  # the kept model's test accuracy, scored while training
     time_to: dict[str, float] = field(default_factory=dict)  # time_to_90, epoch_to_90, ...
     extra: dict[str, float] = field(default_factory=dict)  # swa_* or fit_seconds
 
@@ -198,7 +199,7 @@ def summarise(arch: str, kind: str, num_params: int, history: list[EpochRecord],
                       train_seconds=history[-1].cumulative_seconds, seconds_to_best=best.cumulative_seconds,
                       selected=selected, early_stop_epoch=early_stop_epoch, stopped_early=stopped_early,
                       converged=early_stop_epoch is not None if converged is None else converged,
-                      time_to=time_to_accuracy(history))
+                      selected_test_acc=best.test_acc, time_to=time_to_accuracy(history))
 
 
 def with_average(summary: RunSummary, swa: Mapping[str, float]) -> RunSummary:
@@ -206,7 +207,8 @@ def with_average(summary: RunSummary, swa: Mapping[str, float]) -> RunSummary:
     seconds = summary.train_seconds + swa["swa_bn_seconds"]
     return dataclasses.replace(summary, selected="swa", best_epoch=summary.epochs_run,
                                best_val_acc=swa["swa_val_acc"], best_val_loss=swa["swa_val_loss"],
-                               train_seconds=seconds, seconds_to_best=seconds, extra={**summary.extra, **swa})
+                               train_seconds=seconds, seconds_to_best=seconds, extra={**summary.extra, **swa},
+                               selected_test_acc=swa.get("swa_test_acc"))
 
 
 def write_summary(path: str | Path, summary: RunSummary) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fmnist.core.io import atomic_write_bytes  # noqa: E402
+from fmnist.reporting.notes import divergence_limit  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -69,23 +71,56 @@ def _line(ax, xs, ys, style: str, color, **kw) -> None:
     ax.plot(xs, ys, style, color=color, marker="o" if len(xs) == 1 else None, markersize=4, **kw)
 
 
-def learning_curves_figure(histories: dict[str, dict[str, list]], x: str = "epoch") -> plt.Figure:
-    """Loss and accuracy against `x` (epoch or cumulative_seconds) for every architecture."""
+def loss_range(histories: dict[str, dict[str, list]], leave_out: Iterable[str] = ()) -> tuple[float, float] | None:
+    """The loss axis's limits, with a little room: every finite, positive loss of the runs drawn that is
+    under its run's divergence limit (notes.DIVERGED_RULE), so a loss that exploded to 1e10 is clipped
+    rather than flattening every other curve; None when there is nothing to scale by."""
+    values, leave_out = [], set(leave_out)
+    for arch, history in histories.items():
+        if arch in leave_out:
+            continue
+        run = [v for key in ("train_loss", "val_loss") for v in history.get(key, [])
+               if v is not None and np.isfinite(v) and v > 0]
+        val = [v for v in history.get("val_loss", []) if v is not None and np.isfinite(v)]
+        limit = divergence_limit(min(val) if val else None)
+        values += [v for v in run if v <= limit]
+    if not values:
+        return None
+    return min(values) / 1.5, max(values) * 1.5
+
+
+def learning_curves_figure(histories: dict[str, dict[str, list]], x: str = "epoch", single_fits: Iterable[str] = (),
+                           diverged: Mapping[str, str] | None = None) -> plt.Figure:
+    """Loss and accuracy against `x` (epoch or cumulative_seconds) for every architecture.
+
+    One-shot fits (`single_fits`: a scikit-learn estimator's one point is not a curve, and a k-NN's
+    training loss is ~0) are left out of the loss panel; its range leaves out losses above their run's
+    divergence limit (`loss_range`), so one run whose loss exploded does not flatten the rest, and the
+    runs in `diverged` (arch -> what happened) say so in the legend and the panel's title.
+    """
+    single_fits, diverged = set(single_fits), dict(diverged or {})
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(14, 5))
     n = len(histories)
     for i, (arch, history) in enumerate(histories.items()):
         color = arch_color(i, n)
         for ax, key, style in ((ax_loss, "train_loss", "--"), (ax_loss, "val_loss", "-"),
                                (ax_acc, "train_acc", "--"), (ax_acc, "val_acc", "-"), (ax_acc, "test_acc", ":")):
-            if key in history:  # an SVC has no loss, test accuracy per epoch is optional
+            if key in history and not (ax is ax_loss and arch in single_fits):  # an SVC has no loss
                 _line(ax, history[x], history[key], style, color)
-        ax_acc.plot([], [], "-", color=color, label=arch)  # one legend entry per architecture
+        label = f"{arch} (diverged: {diverged[arch]})" if arch in diverged else arch
+        ax_acc.plot([], [], "-", color=color, label=label)  # one legend entry per architecture
     x_label = "epoch" if x == "epoch" else "cumulative training time (s)"
     for ax, label in ((ax_loss, "cross-entropy loss (log scale)"), (ax_acc, "accuracy")):
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    ax_loss.set_yscale("log")  # one diverged run must not flatten every other curve
+    ax_loss.set_yscale("log")
+    limits = loss_range(histories, single_fits)
+    if limits is not None:
+        ax_loss.set_ylim(*limits)
+    notes = [f"diverged, off the scale: {', '.join(sorted(diverged))}" if diverged else "",
+             "scikit-learn single fits left out" if single_fits & set(histories) else ""]
+    ax_loss.set_title("; ".join(filter(None, notes)), fontsize=9)
     ax_acc.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"Learning curves against {x_label} (dashed: train, solid: validation, dotted: test)")
     fig.tight_layout()

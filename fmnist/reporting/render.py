@@ -8,10 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportTables, cell, markdown_table
+from fmnist.reporting.notes import RunNote, diverged_text, epoch_bullets, epoch_rows
+from fmnist.reporting.tables import (LEADERBOARD_COLUMNS, LEADERBOARD_HEADERS, LEADERBOARD_NOTE, ReportTables, cell,
+                                     markdown_table)
 
-LEADERBOARD_HEADERS = ["architecture", "kind", "parameters", "epochs run", "best epoch", "val acc", "test acc",
-                       "test images", "train time (s)", "MLflow run"]
 EPOCH_COLUMNS = ["epoch", "train_acc", "val_acc", "test_acc", "cumulative_seconds", "marks"]
 EPOCH_HEADERS = ["epoch", "train acc", "val acc", "test acc", "cumulative time (s)", "marks"]
 
@@ -52,11 +52,21 @@ def _seconds(rows: list[dict], key: str) -> list[dict]:
     return [{**r, key: f"{r[key]:.1f}" if r.get(key) is not None else None} for r in rows]
 
 
-def _epoch_or_never(epoch: int | None) -> str:
-    return f"epoch {epoch}" if epoch is not None else "did not trigger within the epochs run"
+def _noted(table: Table, notes: dict[str, RunNote] | None) -> Table:
+    """The leaderboard with a notes column (SWA range, one fit, divergence); an SWA row's best epoch
+    names the averaged epochs, since no single epoch was scored."""
+    if not notes:
+        return table
+    rows = []
+    for row in table.rows:
+        note = notes.get(row["arch"])
+        swa = note is not None and note.swa_epochs
+        rows.append({**row, "notes": note.flag() if note else "",
+                     **({"best_epoch": f"SWA {swa[0]}-{swa[1]}"} if swa else {})})
+    return Table(rows, [*table.columns, "notes"], [*table.headers, "notes"])
 
 
-def leaderboard_blocks(tables: ReportTables) -> list[Block]:
+def leaderboard_blocks(tables: ReportTables, notes: dict[str, RunNote] | None = None) -> list[Block]:
     return [
         Heading("Leaderboard"),
         Text("Sorted by test accuracy of the model each run kept: the best-validation checkpoint, or the "
@@ -65,23 +75,24 @@ def leaderboard_blocks(tables: ReportTables) -> list[Block]:
              "one epoch; their parameter count is what the fitted estimator stores to predict: coefficients, "
              "support vectors and dual coefficients (SVC), tree nodes (random forest), or the stored training "
              "pixels (k-NN)."),
-        Table(_seconds(tables.leaderboard, "train_seconds"), LEADERBOARD_COLUMNS, LEADERBOARD_HEADERS),
+        _noted(Table(_seconds(tables.leaderboard, "train_seconds"), LEADERBOARD_COLUMNS, LEADERBOARD_HEADERS),
+               notes),
+        *([Text(diverged_text(notes))] if notes and diverged_text(notes) else []),
+        Text(LEADERBOARD_NOTE),
     ]
 
 
-def epoch_table_blocks(tables: ReportTables, images: dict[str, list[Image]] | None = None) -> list[Block]:
-    """Each architecture's epoch-vs-time table with its marked points, then its own images."""
+def epoch_table_blocks(tables: ReportTables, images: dict[str, list[Image]] | None = None,
+                       notes: dict[str, RunNote] | None = None) -> list[Block]:
+    """Each architecture's epoch-vs-time table with its marked points, then its own images; `notes` say
+    which model was scored (best epoch, SWA average, one fit) and flag divergence."""
     blocks: list[Block] = [Heading("Epoch against time")]
     for table in tables.epoch_tables:
+        note = (notes or {}).get(table.arch)
         blocks += [
             Heading(table.arch, 3),
-            Bullets([
-                f"**best epoch** (best {table.monitor}, the checkpoint evaluated): {table.best_epoch}",
-                f"**diminishing returns**: {_epoch_or_never(table.diminishing_epoch)}. "
-                f"Rule: {table.diminishing_rule}.",
-                f"**early stopping**: {_epoch_or_never(table.early_stop_epoch)}. Rule: {table.early_stop_rule}.",
-            ]),
-            Table(_seconds(table.rows, "cumulative_seconds"), EPOCH_COLUMNS, EPOCH_HEADERS),
+            Bullets(epoch_bullets(table, note)),
+            Table(_seconds(epoch_rows(table, note), "cumulative_seconds"), EPOCH_COLUMNS, EPOCH_HEADERS),
             *(images or {}).get(table.arch, []),
         ]
     return blocks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -11,21 +12,26 @@ from mlflow.exceptions import MlflowException
 from fmnist.core.errors import StoreError
 from fmnist.core.runs import (EVAL_PREFIX, RunSummary, StopRule, history_from_metrics, leaderboard_entry,
                               read_evaluation, read_history, read_pointer, read_summary)
-from fmnist.reporting.tables import ReportInputs
+from fmnist.core.seeds import SEED_GROUP_TAG, SeedSpread, split_spread
+from fmnist.reporting.tables import ReportInputs, spread_entry
 
 REPORT_STAGE = "report"
 
 
 def from_outputs(architectures: list[str], tolerance: float, models_dir: Path, train_metrics_dir: Path,
-                 eval_metrics_dir: Path, history_dir: Path) -> ReportInputs:
+                 eval_metrics_dir: Path, history_dir: Path, eval_figures_dir: Path | None = None) -> ReportInputs:
+    """`eval_figures_dir` (ARCH/per_class.csv) gives the classes each run was evaluated on, which decides
+    whether a published reference's setting allows a difference; without it they are unknown."""
     inputs = ReportInputs(list(architectures), tolerance)
     for arch in architectures:
         pointer = read_pointer(models_dir / arch)
         evaluation = read_evaluation(eval_metrics_dir / f"{arch}.json")
-        summary = read_summary(train_metrics_dir / f"{arch}.json")
-        inputs.entries.append(leaderboard_entry(summary, evaluation.test_acc, evaluation.n_test, pointer.run_id))
+        summary, spread = split_spread(read_summary(train_metrics_dir / f"{arch}.json"))
+        inputs.entries.append({**leaderboard_entry(summary, evaluation.test_acc, evaluation.n_test, pointer.run_id),
+                               **spread_entry(spread), "n_classes": classes_evaluated(eval_figures_dir, arch)})
         inputs.histories[arch] = read_history(history_dir / f"{arch}.csv")
         inputs.rules[arch] = pointer.early_stopping
+        inputs.summaries[arch] = summary
     return inputs
 
 
@@ -68,9 +74,37 @@ def from_mlflow(client: MlflowClient, report_run: Run) -> ReportInputs:
         run = client.get_run(params[f"run_id.{arch}"])
         metrics, run_params = run.data.metrics, run.data.params
         summary = RunSummary.from_mlflow(metrics, run_params, run.data.tags)
-        inputs.entries.append(leaderboard_entry(summary, metrics.get(f"{EVAL_PREFIX}test_acc"),
-                                                int(run_params["n_test"]), run.info.run_id))
+        entry = leaderboard_entry(summary, metrics.get(f"{EVAL_PREFIX}test_acc"), int(run_params["n_test"]),
+                                  run.info.run_id)
+        inputs.entries.append({**entry, **spread_entry(seed_spread(client, run)),
+                               "n_classes": sum(k.startswith(F1_PREFIX) for k in metrics) or None})
         inputs.histories[arch] = history_from_metrics(
             lambda key, run_id=run.info.run_id: ((m.step, m.value) for m in client.get_metric_history(run_id, key)))
         inputs.rules[arch] = StopRule.from_params(run_params)
+        inputs.summaries[arch] = summary
     return inputs
+
+
+F1_PREFIX = f"{EVAL_PREFIX}test_f1."  # one per class the evaluate stage scored
+
+
+def classes_evaluated(eval_figures_dir: Path | None, arch: str) -> int | None:
+    """How many classes the evaluate stage scored `arch` on: the rows of its per_class.csv (as many as its
+    `final_test_f1.*` metrics in MLflow); None when the file is not there."""
+    path = eval_figures_dir / arch / "per_class.csv" if eval_figures_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        return sum(1 for _ in csv.DictReader(fh)) or None
+
+
+def seed_spread(client: MlflowClient, run: Run) -> SeedSpread | None:
+    """The spread over the seeds trained by the stage run that trained `run` (its `fmnist.seed_group` tag):
+    every finished run of the group, each seed's summary read back from its MLflow metrics, the same
+    computation as the summary file's. None for a run without the tag (a record from before seeds)."""
+    group = run.data.tags.get(SEED_GROUP_TAG)
+    if not group:
+        return None
+    runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.`{SEED_GROUP_TAG}` = '{group}' "
+                              "and attributes.status = 'FINISHED'", max_results=1000)
+    return SeedSpread.of(RunSummary.from_mlflow(r.data.metrics, r.data.params, r.data.tags) for r in runs)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from fmnist.core.runs import LEADERBOARD_COLUMNS, EpochRecord, StopRule
+from fmnist.core.runs import LEADERBOARD_COLUMNS as RUN_COLUMNS
+from fmnist.core.runs import EpochRecord, RunSummary, StopRule
+from fmnist.core.seeds import SeedSpread
 from fmnist.core.stopping import early_stopping_point, mode_for
+from fmnist.reporting.references import REFERENCE_COLUMNS, REFERENCE_HEADERS, REFERENCE_NOTE, compare
 
 DIMINISHING_RULE = ("the first epoch whose validation accuracy is within {points:g} percentage points "
                     "of the best validation accuracy of the run (later epochs added less than that)")
@@ -49,9 +52,67 @@ def epoch_time_table(arch: str, history: list[EpochRecord], tolerance: float, ru
                           DIMINISHING_RULE.format(points=round(tolerance * 100, 4)), rule.describe())
 
 
+SEEDS_COLUMN = "test_acc_seeds"
+SEED_KEYS = ("n_seeds", "test_acc_mean", "test_acc_std")  # an entry's seed spread, as SeedSpread names them
+
+
+def _board_columns() -> list[str]:
+    """The rendered columns: the run record's, the seeds' test accuracy after the evaluated one, the
+    published reference before the MLflow run id. Rows also carry SEED_KEYS and n_classes (numbers)."""
+    columns = list(RUN_COLUMNS)
+    columns.insert(columns.index("test_acc") + 1, SEEDS_COLUMN)
+    at = columns.index("run_id") if "run_id" in columns else len(columns)
+    return [*columns[:at], *REFERENCE_COLUMNS, *columns[at:]]
+
+
+LEADERBOARD_COLUMNS = _board_columns()
+_HEADERS = {"arch": "architecture", "kind": "kind", "num_params": "parameters", "epochs_run": "epochs run",
+            "best_epoch": "best epoch", "best_val_acc": "val acc", "test_acc": "test acc (evaluated)",
+            SEEDS_COLUMN: "test acc over seeds (mean ± std)", "n_test": "test images",
+            "train_seconds": "train time (s)", "run_id": "MLflow run",
+            **dict(zip(REFERENCE_COLUMNS, REFERENCE_HEADERS))}
+LEADERBOARD_HEADERS = [_HEADERS.get(col, col) for col in LEADERBOARD_COLUMNS]
+LEADERBOARD_NOTE = (
+    "**test acc (evaluated)**: the stage's model (its first seed) scored by the evaluate stage. **test acc over "
+    "seeds**: the mean and sample standard deviation of the test accuracy of each seed's kept model, scored "
+    "while training, over the n seeds the train stage ran (a record without seeds counts as the evaluated "
+    "model alone, n=1). " + REFERENCE_NOTE)
+
+
+def spread_entry(spread: SeedSpread | None) -> dict:
+    """The seed keys of a leaderboard entry (none for a record without seeds)."""
+    return {} if spread is None else {key: getattr(spread, key) for key in SEED_KEYS}
+
+
+def seeds_cell(mean: float | None, std: float | None, n: int | None) -> str:
+    """`0.9123 ± 0.0021 (n=3)`; one seed has no spread: `0.9123 (n=1)`."""
+    if n is None:
+        return ""
+    if mean is None:
+        return f"n={n}"
+    return f"{mean:.4f}{f' ± {std:.4f}' if std is not None else ''} (n={n})"
+
+
+def leaderboard_row(entry: dict) -> dict:
+    """One row: the run record's columns, the test accuracy over seeds, the published reference.
+
+    An entry without seed keys (a record from before several seeds) counts as one seed, the evaluated
+    model. The difference to the reference uses the seeds' mean test accuracy; `n_classes` (the classes
+    the run was evaluated on, None when unknown) decides whether the reference's setting allows one."""
+    row = {col: entry.get(col) for col in RUN_COLUMNS}
+    seeds = {key: entry.get(key) for key in SEED_KEYS}
+    if seeds["n_seeds"] is None and row["test_acc"] is not None:
+        seeds.update(n_seeds=1, test_acc_mean=row["test_acc"])
+    ours = seeds["test_acc_mean"] if seeds["test_acc_mean"] is not None else row["test_acc"]
+    row.update(seeds, n_classes=entry.get("n_classes"))
+    row[SEEDS_COLUMN] = seeds_cell(seeds["test_acc_mean"], seeds["test_acc_std"], seeds["n_seeds"])
+    row.update(compare(row["arch"], ours, row["n_classes"]))
+    return row
+
+
 def leaderboard(entries: list[dict]) -> list[dict]:
-    """Rows sorted by test accuracy, best first; each entry carries LEADERBOARD_COLUMNS."""
-    rows = [{col: entry.get(col) for col in LEADERBOARD_COLUMNS} for entry in entries]
+    """Rows sorted by test accuracy of the evaluated model, best first (leaderboard_row)."""
+    rows = [leaderboard_row(entry) for entry in entries]
     return sorted(rows, key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), r["arch"]))
 
 
@@ -61,9 +122,11 @@ class ReportInputs:
 
     architectures: list[str]
     tolerance: float
-    entries: list[dict] = field(default_factory=list)  # one per architecture: runs.leaderboard_entry rows
+    # one per architecture: runs.leaderboard_entry rows, with SEED_KEYS (spread_entry) and n_classes
+    entries: list[dict] = field(default_factory=list)
     histories: dict[str, list[EpochRecord]] = field(default_factory=dict)
     rules: dict[str, StopRule] = field(default_factory=dict)
+    summaries: dict[str, RunSummary] = field(default_factory=dict)  # which model each run kept (notes.py)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from fmnist.core.config import BudgetConfig, Params, RecipeConfig, TrainConfig, to_flat_dict
+from fmnist.core.config import PROFILES, BudgetConfig, Params, RecipeConfig, TrainConfig, to_flat_dict
 from fmnist.core.errors import DeviceError
 from fmnist.core.runs import StopRule
 from fmnist.models import ModelInfo, model_info
@@ -30,10 +30,7 @@ class RunPlan:
     train: TrainConfig
     device: torch.device
     runtime: Runtime | None  # networks only
-
-    @property
-    def seed(self) -> int:
-        return self.train.seed
+    seed: int  # this run's; a budget with `seeds: n` plans n runs, seeds train.seed .. train.seed + n - 1
 
     @property
     def stop_rule(self) -> StopRule:
@@ -43,7 +40,7 @@ class RunPlan:
 
     def logged_params(self, sizes: dict[str, int]) -> dict[str, Any]:
         """The run's MLflow params: the recipe as it applies to this kind, and what the run was given."""
-        skipped = ("full", "quick", "model", *self.trainer.unlogged_fields)
+        skipped = (*PROFILES, "model", *self.trainer.unlogged_fields)
         flat = {f"recipe.{k}": v for k, v in to_flat_dict(self.recipe).items() if k.split(".")[0] not in skipped}
         flat.update({f"recipe.model.{k}": v for k, v in to_flat_dict(self.model_options).items() if k})
         flat.update({"arch": self.arch, "kind": self.info.kind.value, "profile": self.profile,
@@ -54,18 +51,24 @@ class RunPlan:
         return flat
 
 
-def plan_run(params: Params, arch: str) -> RunPlan:
+def seeds_of(params: Params, arch: str) -> list[int]:
+    """The seeds a train stage runs for `arch` under the current profile, the first one's model the stage's."""
+    return [params.train.seed + i for i in range(params.recipe(arch).budget(params.profile).seeds)]
+
+
+def plan_run(params: Params, arch: str, seed: int | None = None) -> RunPlan:
     """Resolve and check everything a run of `arch` needs before any work: a bad value fails here."""
-    recipe = params.recipe(arch)
+    seed = params.train.seed if seed is None else seed
+    recipe = params.recipe(arch).for_profile(params.profile, f"recipes.{arch}")  # with the budget's own keys
     check_params(params, [arch])
     info = model_info(arch)
     trainer = trainer_for(info)
     device = trainer.device(params.train.device)
-    options = trainer.model_options(info, recipe.model_options(params.profile), params.train.seed)
+    options = trainer.model_options(info, recipe.model_options(params.profile), seed)
     try:
         runtime = trainer.runtime(recipe, device)
     except DeviceError as err:
         raise DeviceError(f"recipes.{arch}.precision: {err}") from None
     return RunPlan(arch=arch, info=info, trainer=trainer, profile=params.profile, experiment=params.experiment,
                    recipe=recipe, budget=recipe.budget(params.profile), model_options=options, train=params.train,
-                   device=device, runtime=runtime)
+                   device=device, runtime=runtime, seed=seed)

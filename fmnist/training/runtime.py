@@ -16,6 +16,7 @@ from torch import nn
 
 from fmnist.core.config import RecipeConfig
 from fmnist.core.errors import DeviceError
+from fmnist.training.devices import has_native_bf16
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -29,11 +30,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a recipe's `precision` on `device` (None = fp32)."""
-    if precision == "bf16" and device.type != "cuda":
-        raise DeviceError(f"precision bf16 needs a CUDA device, but training runs on {device.type}; "
-                          "set the recipe's precision to fp32 or auto")
-    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    """The autocast dtype for a recipe's `precision` on `device` (None = fp32): `auto` is bf16 where the
+    device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX/Arm BF16), fp32 elsewhere."""
+    native = has_native_bf16(device)
+    if precision == "bf16" and not native:
+        where = "this GPU" if device.type == "cuda" else f"this {device.type.upper()}"
+        raise DeviceError(f"precision bf16 needs native bf16 arithmetic, which {where} lacks (it would be emulated, "
+                          "slower than fp32); set the recipe's precision to fp32 or auto")
     return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
 
 

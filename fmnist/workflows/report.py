@@ -19,9 +19,10 @@ from fmnist.reporting.figures import (accuracy_vs_time_figure, learning_curves_f
                                       save_figure, unit_weights_figure)
 from fmnist.reporting.render import (Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html,
                                      to_markdown)
+from fmnist.reporting.notes import RunNote, run_notes
 from fmnist.reporting.sources import from_outputs
-from fmnist.core.runs import EPOCH_COLUMNS, LEADERBOARD_COLUMNS, EpochRecord
-from fmnist.reporting.tables import ReportInputs, build_tables
+from fmnist.core.runs import EPOCH_COLUMNS, EpochRecord
+from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, build_tables
 
 log = logging.getLogger("fmnist")
 
@@ -60,17 +61,23 @@ def _read_per_class(path: Path) -> dict[str, float]:
         return {row["class"]: float(row["f1"]) for row in csv.DictReader(fh)}
 
 
-def make_figures(inputs: ReportInputs, paths: ReportPaths) -> tuple[list[Image], dict[str, list[Image]]]:
-    """Overview figures, and each architecture's own (confusion matrix, mistakes, MLP unit weights)."""
+def make_figures(inputs: ReportInputs, paths: ReportPaths, notes: dict[str, RunNote] | None = None
+                 ) -> tuple[list[Image], dict[str, list[Image]]]:
+    """Overview figures, and each architecture's own (confusion matrix, mistakes, MLP unit weights).
+    `notes` leave one-shot fits out of the loss curves and keep diverged runs from setting their range."""
     figures = paths.out_dir / "figures"
     curves = {arch: columns_of(h) for arch, h in inputs.histories.items()}
+    notes = run_notes(inputs) if notes is None else notes
+    loss_notes = {"single_fits": [a for a, n in notes.items() if n.single_fit],
+                  "diverged": {a: n.diverged.short() for a, n in notes.items() if n.diverged}}
     f1 = {arch: _read_per_class(paths.eval_figures_dir / arch / "per_class.csv") for arch in inputs.architectures}
     class_names = list(next(iter(f1.values()))) if f1 else []
     overview = [
-        Image("Loss and accuracy against epoch", save_figure(learning_curves_figure(curves), figures /
-                                                             "learning_curves.png")),
+        Image("Loss and accuracy against epoch",
+              save_figure(learning_curves_figure(curves, **loss_notes), figures / "learning_curves.png")),
         Image("Loss and accuracy against training time",
-              save_figure(learning_curves_figure(curves, x="cumulative_seconds"), figures / "learning_curves_time.png")),
+              save_figure(learning_curves_figure(curves, x="cumulative_seconds", **loss_notes),
+                          figures / "learning_curves_time.png")),
         Image("Validation accuracy against cumulative training time, all architectures",
               save_figure(accuracy_vs_time_figure(curves), figures / "accuracy_vs_time.png")),
         Image("Per-class F1 on the test set", save_figure(per_class_f1_figure(f1, class_names),
@@ -125,14 +132,14 @@ def summary_metrics(board: list[dict], champion: dict) -> dict:
 
 def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path(".")) -> dict:
     inputs = from_outputs(settings.architectures, settings.tolerance, paths.models_dir, paths.train_metrics_dir,
-                          paths.eval_metrics_dir, paths.history_dir)
+                          paths.eval_metrics_dir, paths.history_dir, paths.eval_figures_dir)
     run_ids = {e["arch"]: e["run_id"] for e in inputs.entries}
     tracking.configure(root)
     for arch, arch_run_id in run_ids.items():  # fail before any work if the store lost a training run
         tracking.existing_run(MlflowClient(), arch_run_id, paths.models_dir / arch / "run.json")
-    tables = build_tables(inputs)
+    tables, notes = build_tables(inputs), run_notes(inputs)
     log.info("report: %d architectures; drawing the figures", len(inputs.architectures))
-    overview, per_arch = make_figures(inputs, paths)
+    overview, per_arch = make_figures(inputs, paths, notes)
     log.info("report: logging the report run and registering the champion")
     tags = tracking.base_tags("report", root=root)
     tags.update({"profile": settings.profile, "fmnist.training_runs": ",".join(run_ids.values())})
@@ -143,9 +150,9 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
                  f"`{report_run_id}`. Every number below was measured by the training runs listed in the "
                  "leaderboard; in the MLflow UI, search "
                  f"`{report_filter(report_run_id)}` to select exactly those runs."),
-            *leaderboard_blocks(tables),
+            *leaderboard_blocks(tables, notes),
             Heading("Learning curves and per-class results"), *overview,
-            *epoch_table_blocks(tables, per_arch),
+            *epoch_table_blocks(tables, per_arch, notes),
         ]
         markdown = to_markdown([Heading(TITLE, 1), *blocks], paths.out_dir)
         page = to_html(blocks, TITLE)

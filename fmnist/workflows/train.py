@@ -8,6 +8,7 @@ from pathlib import Path
 
 import logging
 import shutil
+import uuid
 
 import mlflow
 import torch
@@ -16,12 +17,13 @@ from mlflow.exceptions import MlflowException
 
 from fmnist import tracking
 from fmnist.core.config import Params
-from fmnist.core.io import atomic_write_text, file_sha256, read_json
+from fmnist.core.io import atomic_write_text, file_sha256, read_json, write_json
+from fmnist.core.seeds import PRIMARY_TAG, SEED_GROUP_TAG, SeedSpread
 from fmnist.core.runs import RunPointer, RunSummary, history_csv, write_pointer, write_summary
 from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.models.wrapper import pixels_to_input
 from fmnist.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
-from fmnist.training.plan import RunPlan, plan_run
+from fmnist.training.plan import RunPlan, plan_run, seeds_of
 from fmnist.training.runtime import seed_everything
 from fmnist.tracking.store import store_errors
 from fmnist.tracking.stale import close_run, gone_reason, is_stale, stale_runs
@@ -49,6 +51,11 @@ class TrainPaths:
                    metrics_file or Path("metrics/train") / f"{arch}.json",
                    history_file or Path("metrics/history") / f"{arch}.csv")
 
+    def for_seed(self, seed: int) -> "TrainPaths":
+        """Where a seed after the first writes: inside the stage's model folder, so DVC tracks every seed."""
+        folder = self.model_dir / "seeds" / str(seed)
+        return TrainPaths(self.split_dir, self.prepared_dir, folder, folder / "summary.json", folder / "history.csv")
+
     def inputs(self) -> dict[str, Path]:
         return {"train": self.split_dir / "train.npz", "val": self.split_dir / "val.npz",
                 "test": self.prepared_dir / "test.npz"}
@@ -66,17 +73,30 @@ def load_fit_data(plan: RunPlan, paths: TrainPaths) -> FitData:
 
 def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path = Path("."),
                        resume: bool | None = None) -> RunSummary:
-    """Plan and check everything, take the output folder for this process alone, then train (resuming an
-    interrupted run of the same recipe, data and code unless `resume` or train.resume is false)."""
-    plan = plan_run(params, arch)  # every check that can fail does so here, before any work
+    """Plan and check everything, take the output folder for this process alone, then train once per seed
+    of the budget (resuming an interrupted run of the same recipe, data, code and seed unless `resume` or
+    train.resume is false). The first seed's model is the stage's; the summary file adds the seeds' spread."""
+    plans = [plan_run(params, arch, seed) for seed in seeds_of(params, arch)]  # every check, before any work
+    first = plans[0]
     check_writable(paths.model_dir / CHECKPOINT_FILE, paths.metrics_file, paths.history_file, staging_root=root)
     tracking.configure(root)  # the store: reachable and readable, before any work
+    resume = first.train.resume if resume is None else resume
+    group = f"{arch}-{uuid.uuid4().hex[:12]}"
     with exclusive(paths.model_dir, root):
-        if plan.train.threads:
-            torch.set_num_threads(plan.train.threads)
-        seed_everything(plan.seed, plan.train.deterministic)
-        data = load_fit_data(plan, paths)
-        return run_training(plan, data, paths, root, plan.train.resume if resume is None else resume)
+        if first.train.threads:
+            torch.set_num_threads(first.train.threads)
+        summaries = []
+        for plan in plans:
+            primary = plan is first
+            if len(plans) > 1:
+                log.info("%s: seed %d (%d of %d)", arch, plan.seed, len(summaries) + 1, len(plans))
+            seed_everything(plan.seed, plan.train.deterministic)
+            data = load_fit_data(plan, paths)
+            tags = {SEED_GROUP_TAG: group, PRIMARY_TAG: str(primary).lower()}
+            summaries.append(run_training(plan, data, paths if primary else paths.for_seed(plan.seed), root,
+                                          resume, tags))
+        write_json(paths.metrics_file, {**summaries[0].to_dict(), **SeedSpread.of(summaries).to_dict()})
+        return summaries[0]
 
 
 def _saved_state(plan: RunPlan, key: dict, state_file: Path, resume: bool, client: MlflowClient,
@@ -116,7 +136,7 @@ def _not_resumable(client: MlflowClient, run_id: str) -> str | None:
 
 
 def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = Path("."),
-                 resume: bool = True) -> RunSummary:
+                 resume: bool = True, extra_tags: dict[str, str] | None = None) -> RunSummary:
     data_hashes = {k: file_sha256(p) for k, p in paths.inputs().items()}
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     logged = plan.logged_params(sizes)
@@ -126,7 +146,7 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
         saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
     tags = tracking.base_tags(f"train@{plan.arch}", data_hashes, root)
     tags.update(tracking.environment_tags(str(plan.device)))
-    tags.update({"arch": plan.arch, "profile": plan.profile, "kind": plan.info.kind.value})
+    tags.update({"arch": plan.arch, "profile": plan.profile, "kind": plan.info.kind.value, **(extra_tags or {})})
     staged = staging_dir(root, plan.arch)
     try:
         with tracking.tracked_run(plan.experiment, run_name=plan.arch, tags=tags, root=root,
