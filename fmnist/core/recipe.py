@@ -101,7 +101,8 @@ class RecipeConfig(Section):
     model: dict[str, Any] = {}
     init: Literal["default", "he", "xavier"] = "default"
     batch_size: Annotated[int, Range(lo=1)] = 128
-    eval_batch_size: Annotated[int, Range(lo=1)] = 1000
+    # 256: larger buffers make every batch pay fresh page faults on a CPU (fastcnn's test pass 3.0 s vs 5.1 s at 1000)
+    eval_batch_size: Annotated[int, Range(lo=1)] = 256
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -302,8 +302,8 @@ def read_pointer(model_dir: str | Path) -> RunPointer:
 # ---------------------------------------------------------------------------- the leaderboard row
 
 
-LEADERBOARD_COLUMNS = ["arch", "kind", "num_params", "epochs_run", "best_epoch", "best_val_acc", "test_acc",
-                       "n_test", "train_seconds", "run_id"]
+LEADERBOARD_COLUMNS = ["arch", "kind", "num_params", "epochs_run", "converged", "best_epoch", "best_val_acc",
+                       "test_acc", "n_test", "train_seconds", "run_id"]
 
 
 def leaderboard_entry(summary: RunSummary, test_acc: float | None, n_test: int | None, run_id: str) -> dict:

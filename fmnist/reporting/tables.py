@@ -67,13 +67,14 @@ def _board_columns() -> list[str]:
 
 LEADERBOARD_COLUMNS = _board_columns()
 _HEADERS = {"arch": "architecture", "kind": "kind", "num_params": "parameters", "epochs_run": "epochs run",
-            "best_epoch": "best epoch", "best_val_acc": "val acc", "test_acc": "test acc (evaluated)",
+            "converged": "converged or cut", "best_epoch": "best epoch", "best_val_acc": "val acc", "test_acc": "test acc (evaluated)",
             SEEDS_COLUMN: "test acc over seeds (mean ± std)", "n_test": "test images",
             "train_seconds": "train time (s)", "run_id": "MLflow run",
             **dict(zip(REFERENCE_COLUMNS, REFERENCE_HEADERS))}
 LEADERBOARD_HEADERS = [_HEADERS.get(col, col) for col in LEADERBOARD_COLUMNS]
 LEADERBOARD_NOTE = (
-    "**test acc (evaluated)**: the stage's model (its first seed) scored by the evaluate stage. **test acc over "
+    "**converged or cut**: converged when the run's early-stopping point (patience run out on validation) "
+    "came inside its budget, cut when the budget ended first. **test acc (evaluated)**: the stage's model (its first seed) scored by the evaluate stage. **test acc over "
     "seeds**: the mean and sample standard deviation of the test accuracy of each seed's kept model, scored "
     "while training, over the n seeds the train stage ran (a record without seeds counts as the evaluated "
     "model alone, n=1). " + REFERENCE_NOTE)
@@ -93,6 +94,15 @@ def seeds_cell(mean: float | None, std: float | None, n: int | None) -> str:
     return f"{mean:.4f}{f' ± {std:.4f}' if std is not None else ''} (n={n})"
 
 
+def stopping_cell(kind: str | None, converged: bool | str | None) -> str:
+    """Whether the run reached its plateau (the early-stopping point, inside the budget) or the budget cut it."""
+    if isinstance(converged, str):
+        return converged  # already a cell (a row read back from tables.json)
+    if kind == "sklearn":
+        return "single fit"
+    return "" if converged is None else ("converged" if converged else "cut by the budget")
+
+
 def leaderboard_row(entry: dict) -> dict:
     """One row: the run record's columns, the test accuracy over seeds, the published reference.
 
@@ -106,6 +116,7 @@ def leaderboard_row(entry: dict) -> dict:
     ours = seeds["test_acc_mean"] if seeds["test_acc_mean"] is not None else row["test_acc"]
     row.update(seeds, n_classes=entry.get("n_classes"))
     row[SEEDS_COLUMN] = seeds_cell(seeds["test_acc_mean"], seeds["test_acc_std"], seeds["n_seeds"])
+    row["converged"] = stopping_cell(row["kind"], row["converged"])
     row.update(compare(row["arch"], ours, row["n_classes"]))
     return row
 
