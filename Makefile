@@ -60,7 +60,7 @@ full: setup
 
 # The profile this machine can finish: full on a GPU, cpu otherwise (make full / make cpu force one).
 run: setup
-	@profile=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu')"); \
+	@profile=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu')" || echo cpu); \
 	if [ "$$profile" = full ]; then echo "make run: a CUDA GPU is present: running the full profile (make cpu forces the CPU one)"; \
 	else echo "make run: no CUDA GPU: running the cpu profile (make full forces the GPU benchmark)"; fi; \
 	$(PY) -m fmnist.cli pipeline $$profile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -75,6 +76,9 @@ def tables_experiment(experiment: str | None, params_file: Path) -> tuple[str, s
     experiment of params.yaml's profile (the one `dvc repro` and `fmnist predict` use)."""
     if experiment:
         return experiment, "--experiment"
+    if not params_file.is_file():
+        raise ConfigError(f"{params_file}: not found, so the profile's experiment is unknown; run from the project "
+                          "root, or pass --experiment NAME (fmnist, fmnist-cpu or fmnist-quick) to read MLflow alone")
     params = load_params(params_file)
     return params.experiment, f"the {params.profile} profile in {params_file}"
 
@@ -138,6 +142,9 @@ def show_experiments(saved: Path | None, all_columns: bool) -> str:
     except json.JSONDecodeError as err:
         raise FmnistError(f"{saved or 'dvc exp show --json'}: not JSON ({err}); save it with "
                           "`dvc exp show --json > FILE`") from None
+    if not isinstance(show, list):
+        raise FmnistError(f"{saved or 'dvc exp show --json'}: expected the list `dvc exp show --json` prints, got "
+                          f"a JSON {type(show).__name__}; save it with `dvc exp show --json > FILE`")
     return exps_markdown(show, all_columns)
 
 
@@ -179,10 +186,22 @@ def predict(images: list[str], model_uri: str | None, params_file: Path, allow_u
     return 1 if errors else 0
 
 
+def ci_plan(dry_output: Path | None) -> int:
+    from fmnist.ci.plan import architectures_to_train, dry_run, github_output
+
+    if dry_output is not None and not dry_output.is_file():
+        raise ConfigError(f"{dry_output}: no such file; save one with `dvc repro --dry > {dry_output}`")
+    text = dry_output.read_text() if dry_output else dry_run()
+    archs = architectures_to_train(text)
+    github_output(archs)
+    print(json.dumps(archs))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    prof = sub.add_parser("profile", help="set params.yaml's profile (full or quick)")
+    prof = sub.add_parser("profile", help=f"set params.yaml's profile ({', '.join(PROFILES)})")
     prof.add_argument("name", choices=PROFILES)
     pipe = sub.add_parser("pipeline", help="set the profile and run the whole DVC pipeline (dvc repro)")
     pipe.add_argument("name", choices=PROFILES)
@@ -214,6 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     exps.add_argument("--all-columns", action="store_true", help="every param and metric column")
     exps.add_argument("--input", type=Path, help="read this saved `dvc exp show --json` output instead of "
                                                  "running it")
+    ci = sub.add_parser("ci", help="the steps of CI retraining (the workflow runs these)")
+    ci_sub = ci.add_subparsers(dest="ci_command", required=True)
+    plan = ci_sub.add_parser("plan", help="the architectures whose train stage is out of date (dvc repro --dry), "
+                                          "as JSON; also written to $GITHUB_OUTPUT when set")
+    plan.add_argument("--dry-output", type=Path, help="read this saved `dvc repro --dry` output instead")
     for p in (prof, pipe, train, pred, tables):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
@@ -233,6 +257,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return predict(args.images, args.model, args.params, args.allow_unverified)
     elif args.command == "tables":
         print_tables(args.tracking_uri, args.experiment, args.run_id, args.format, args.params)
+    elif args.command == "ci":
+        return ci_plan(args.dry_output)
     elif args.command == "exps":
         print(show_experiments(args.input, args.all_columns))
     elif args.command == "runs":

@@ -156,6 +156,7 @@ def test_tables_says_which_experiment_it_read_and_carries_the_notes(params_copy,
     import fmnist.tracking as tracking
     from test_render import report_inputs
 
+    monkeypatch.chdir(params_copy.parent)  # the MLflow client it builds looks here, not in the repository
     set_profile(params_copy, "quick")
     asked = []
     monkeypatch.setattr(tracking, "configure", lambda **kw: None)

@@ -74,7 +74,7 @@ MODEL_CHECKS = [
     (lambda d: d["recipes"]["mlp"]["model"].update(dropout=1.5), "recipes.mlp.model: options"),
     (lambda d: _recipe(d, finetune={"enabled": True}), "recipes.cnn4.finetune: 'cnn4' has no frozen backbone"),
     (lambda d: _recipe(d, "sk_knn", model={}, optimizer={"name": "sgd"}),
-     "recipes.sk_knn.optimizer: 'sk_knn' is a scikit-learn baseline; only model, full and quick apply"),
+     "recipes.sk_knn.optimizer: 'sk_knn' is a scikit-learn baseline; only model and the budgets (full, cpu, quick) apply"),
     (lambda d: _recipe(d, "sk_svc", model={"C": "big"}), "recipes.sk_svc.model: options"),
     (lambda d: _recipe(d, "resnet50_transfer", init="he"), "would overwrite the pretrained weights"),
     (lambda d: _recipe(d, "resnet50_transfer", finetune={"enabled": True, "stages": ["layer9"]}),
@@ -146,3 +146,37 @@ def test_missing_or_broken_params_file(tmp_path):
     broken.write_text("profile: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(broken)
+
+
+def test_a_budget_recipe_overrides_the_recipe_for_its_profile_only():
+    data = repo_params()
+    data["recipes"]["cnn4"]["cpu"] = {"epochs": 3, "recipe": {"optimizer": {"lr": 0.01},
+                                                              "scheduler": {"name": "onecycle", "max_lr": 0.05}}}
+    params = parse_params(data)
+    recipe = params.recipe("cnn4")
+    cpu = recipe.for_profile("cpu")
+    assert (cpu.optimizer.name, cpu.optimizer.lr, cpu.scheduler.name) == (recipe.optimizer.name, 0.01, "onecycle")
+    assert recipe.for_profile("full") is recipe and recipe.for_profile("quick") is recipe
+    data["recipes"]["cnn4"]["cpu"] = None
+    assert parse_params(data).recipe("cnn4").budget("cpu") == parse_params(data).recipe("cnn4").full
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"optimizer": {"lr": -1}}, "recipes.cnn4.cpu.recipe: optimizer.lr: got -1"),
+    ({"scheduler": {"name": "onecycle"}}, "recipes.cnn4.cpu.recipe.scheduler.max_lr: onecycle needs max_lr"),
+    ({"model": {"x": 1}}, "recipes.cnn4.cpu.recipe.model: a budget's recipe cannot set 'model'"),
+    ({"full": {"epochs": 2}}, "recipes.cnn4.cpu.recipe.full: a budget's recipe cannot set 'full'"),
+])
+def test_a_bad_budget_recipe_names_its_key(override, message):
+    data = repo_params()
+    data["recipes"]["cnn4"]["cpu"] = {"recipe": override}
+    with pytest.raises(ConfigError) as err:
+        parse_params(data)
+    assert message in str(err.value)
+
+
+def test_model_checks_see_the_merged_budget_recipe():
+    data = repo_params()
+    data["recipes"]["sk_svc"]["cpu"] = {"recipe": {"batch_size": 64}}
+    with pytest.raises(ConfigError, match="recipes.sk_svc.cpu.recipe.batch_size: 'sk_svc' is a scikit-learn"):
+        check_params(parse_params(data))

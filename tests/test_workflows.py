@@ -129,3 +129,64 @@ def test_plan_refuses_an_unavailable_device(monkeypatch):
 
 def test_epoch_metrics_are_the_history_columns():
     assert EPOCH_METRICS[0] == "train_loss" and "epoch" not in EPOCH_METRICS
+
+
+def seeded_params(seeds=2):
+    params = tiny_params()
+    data = params.model_dump()
+    data["recipes"]["mlp"]["quick"]["seeds"] = seeds
+    return parse_params(data)
+
+
+def test_seeds_are_runs_of_one_group_and_the_stage_keeps_them_all(project):
+    summary = train_architecture(seeded_params(3), "mlp", TrainPaths.for_arch("mlp"))
+    pointer = read_pointer(project / "models/mlp")
+    recorded, spread = split_spread(read_summary(project / "metrics/train/mlp.json"))
+    assert recorded == summary and spread.n_seeds == 3
+    client = MlflowClient()
+    first = client.get_run(pointer.run_id)
+    assert (first.data.params["seed"], first.data.tags["fmnist.primary"]) == ("42", "true")
+    group = client.search_runs([first.info.experiment_id],
+                               f"tags.`fmnist.seed_group` = '{first.data.tags['fmnist.seed_group']}'")
+    assert sorted(r.data.params["seed"] for r in group) == ["42", "43", "44"]
+    assert all(r.info.status == "FINISHED" for r in group)
+    later = {r.data.params["seed"]: r for r in group if r.data.tags["fmnist.primary"] == "false"}
+    tests = [summary.selected_test_acc]
+    for seed in ("43", "44"):
+        folder = project / "models/mlp/seeds" / seed
+        assert read_pointer(folder).run_id == later[seed].info.run_id and (folder / "model.pt").is_file()
+        tests.append(read_summary(folder / "summary.json").selected_test_acc)
+        assert len(read_history(folder / "history.csv")) == 3
+    assert spread.test_acc_mean == pytest.approx(sum(tests) / 3)
+    assert not (project / ".fmnist/seeds").exists() or not any((project / ".fmnist/seeds").iterdir())
+
+
+def test_a_failed_first_seed_keeps_the_last_outputs_and_the_rerun_reuses_finished_seeds(project, monkeypatch):
+    import fmnist.workflows.train as train_workflow
+
+    train_architecture(seeded_params(1), "mlp", TrainPaths.for_arch("mlp"))
+    before = {p: p.read_bytes() for p in (project / "models/mlp").rglob("*") if p.is_file()}
+    before_summary = (project / "metrics/train/mlp.json").read_bytes()
+    real = train_workflow.run_training
+
+    def first_seed_fails(plan, *args, **kwargs):
+        if plan.seed == 42:
+            raise OutputError("simulated failure of the first seed")
+        return real(plan, *args, **kwargs)
+
+    monkeypatch.setattr(train_workflow, "run_training", first_seed_fails)
+    with pytest.raises(OutputError, match="simulated"):
+        train_architecture(seeded_params(2), "mlp", TrainPaths.for_arch("mlp"))
+    assert {p: p.read_bytes() for p in (project / "models/mlp").rglob("*") if p.is_file()} == before
+    assert (project / "metrics/train/mlp.json").read_bytes() == before_summary
+    seed_runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("fmnist-quick").experiment_id],
+                                           "params.seed = '43'")
+    assert len(seed_runs) == 1
+    monkeypatch.setattr(train_workflow, "run_training", real)
+    train_architecture(seeded_params(2), "mlp", TrainPaths.for_arch("mlp"))
+    again = MlflowClient().search_runs([seed_runs[0].info.experiment_id], "params.seed = '43'")
+    assert [r.info.run_id for r in again] == [seed_runs[0].info.run_id]  # reused, not retrained
+    assert read_pointer(project / "models/mlp/seeds/43").run_id == seed_runs[0].info.run_id
+    _, spread = split_spread(read_summary(project / "metrics/train/mlp.json"))
+    first = MlflowClient().get_run(read_pointer(project / "models/mlp").run_id)
+    assert spread.n_seeds == 2 and again[0].data.tags["fmnist.seed_group"] == first.data.tags["fmnist.seed_group"]

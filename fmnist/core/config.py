@@ -125,8 +125,9 @@ def _check_cross_fields(params: Params) -> None:
     for names in (("experiment", "cpu_experiment", "quick_experiment"),
                   ("registered_model", "cpu_registered_model", "quick_registered_model")):
         values = [getattr(params.mlflow, n) for n in names]
-        if len(set(values)) != len(values):
-            raise ConfigError(f"mlflow.{names[2]}: {', '.join(names)} must all differ, so runs of different "
+        clash = next((n for i, n in enumerate(names) if values[i] in values[:i]), None)
+        if clash:
+            raise ConfigError(f"mlflow.{clash}: {', '.join(names)} must all differ, so runs of different "
                               f"profiles never mix; got {values}")
     for arch, recipe in params.recipes.items():
         _check_recipe(f"recipes.{arch}", recipe)

@@ -16,7 +16,6 @@ from fmnist.core.errors import ConfigError
 from fmnist.core.validation import Range, Section, one_line
 
 PROFILES = ("full", "cpu", "quick")  # the GPU benchmark, the CPU benchmark, the smoke test
-BUDGET_FIELDS = PROFILES
 
 Positive = Annotated[float, Range(lo=0, lo_open=True)]
 NonNegative = Annotated[float, Range(lo=0)]
@@ -101,7 +100,7 @@ class RecipeConfig(Section):
     model: dict[str, Any] = {}
     init: Literal["default", "he", "xavier"] = "default"
     batch_size: Annotated[int, Range(lo=1)] = 128
-    # 256: larger buffers make every batch pay fresh page faults on a CPU (fastcnn's test pass 3.0 s vs 5.1 s at 1000)
+    # 256: at 1000, buffers are large enough that every batch pays fresh page faults on a CPU (docs/bench_precision.md)
     eval_batch_size: Annotated[int, Range(lo=1)] = 256
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -113,7 +112,7 @@ class RecipeConfig(Section):
     finetune: FinetuneConfig = FinetuneConfig()
     # auto = bf16 autocast where the device computes bf16 natively (CUDA, CPUs with AVX512-BF16/AMX), else fp32
     precision: Literal["fp32", "bf16", "auto"] = "auto"
-    channels_last: bool = True  # NHWC convolutions: with bf16 on a CPU, 1.4-2.3x faster training (make bench)
+    channels_last: bool = True  # NHWC convolutions: with bf16 on our CPU, most networks train faster (make bench)
     compile: bool = False  # torch.compile the network for training
     tta_flip: bool = False  # average the logits of each image and its mirror at evaluation
     full: BudgetConfig = BudgetConfig()
@@ -128,7 +127,7 @@ class RecipeConfig(Section):
         overrides = self.budget(profile).recipe
         if not overrides:
             return self
-        data = _merged(self.model_dump(), overrides)
+        data = _merged(self.model_dump(), overrides, f"{key}.{profile}.recipe")
         try:
             return RecipeConfig.model_validate(data)
         except ValidationError as err:
@@ -144,11 +143,13 @@ class RecipeConfig(Section):
 
 
 
-def _merged(base: dict, overrides: dict) -> dict:
+def _merged(base: dict, overrides: dict, key: str) -> dict:
+    """The recipe's keys with a budget's `recipe:` keys over them, section by section."""
     out = dict(base)
     for name, value in overrides.items():
-        if name in BUDGET_FIELDS:
-            raise ConfigError(f"a budget's recipe: cannot set '{name}' (budgets are not recipe keys)")
-        out[name] = _merged(out[name], value) if isinstance(value, dict) and isinstance(out.get(name), dict) \
-            and name != "model" else value
+        if name in (*PROFILES, "model"):
+            fix = "set model options in the budget's own `model:`" if name == "model" else "budgets are not recipe keys"
+            raise ConfigError(f"{key}.{name}: a budget's recipe cannot set '{name}'; {fix}")
+        out[name] = _merged(out[name], value, f"{key}.{name}") if isinstance(value, dict) and isinstance(
+            out.get(name), dict) else value
     return out

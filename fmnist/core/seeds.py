@@ -42,12 +42,6 @@ class SeedSpread:
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
 
-    def describe(self) -> str:
-        if self.test_acc_mean is None:
-            return f"n={self.n_seeds}"
-        spread = f" ± {self.test_acc_std:.4f}" if self.test_acc_std is not None else ""
-        return f"{self.test_acc_mean:.4f}{spread} (n={self.n_seeds})"
-
 
 SPREAD_KEYS = tuple(SeedSpread.__dataclass_fields__)
 

@@ -26,7 +26,12 @@ def check_params(params: Params, architectures: list[str] | None = None) -> None
     for arch in architectures if architectures is not None else params.recipes:
         if arch not in known:
             raise ConfigError(f"recipes.{arch}: unknown architecture '{arch}'; known architectures: {', '.join(known)}")
-        check_recipe(f"recipes.{arch}", model_info(arch), params.recipe(arch))
+        recipe = params.recipe(arch)
+        check_recipe(f"recipes.{arch}", model_info(arch), recipe)
+        for profile in PROFILES:  # a budget's own recipe keys, merged, pass the same checks
+            if recipe.budget(profile).recipe:
+                check_recipe(f"recipes.{arch}.{profile}.recipe", model_info(arch),
+                             recipe.for_profile(profile, f"recipes.{arch}"))
 
 
 def check_recipe(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
@@ -36,8 +41,8 @@ def check_recipe(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
             raise ConfigError(f"{key}.{where}: {problem}")
     changed = recipe.changed_from_default(IGNORED_BY_KIND[info.kind])
     if changed:
-        raise ConfigError(f"{key}.{changed[0]}: '{info.name}' is a scikit-learn baseline; only model, full "
-                          "and quick apply to it. Remove this key.")
+        raise ConfigError(f"{key}.{changed[0]}: '{info.name}' is a scikit-learn baseline; only model and "
+                          "the budgets (full, cpu, quick) apply to it. Remove this key.")
     pretrained = any(recipe.model_options(p).get("pretrained", "pretrained" in info.options) for p in PROFILES)
     if recipe.init != "default" and pretrained:
         raise ConfigError(f"{key}.init: '{recipe.init}' would overwrite the pretrained weights of '{info.name}'; "

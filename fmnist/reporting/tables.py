@@ -74,10 +74,13 @@ _HEADERS = {"arch": "architecture", "kind": "kind", "num_params": "parameters", 
 LEADERBOARD_HEADERS = [_HEADERS.get(col, col) for col in LEADERBOARD_COLUMNS]
 LEADERBOARD_NOTE = (
     "**converged or cut**: converged when the run's early-stopping point (patience run out on validation) "
-    "came inside its budget, cut when the budget ended first. **test acc (evaluated)**: the stage's model (its first seed) scored by the evaluate stage. **test acc over "
-    "seeds**: the mean and sample standard deviation of the test accuracy of each seed's kept model, scored "
-    "while training, over the n seeds the train stage ran (a record without seeds counts as the evaluated "
-    "model alone, n=1). " + REFERENCE_NOTE)
+    "came inside its budget, cut when the budget ended first (for schedules that anneal to the end of the "
+    "budget, one-cycle and cosine, by design). **test acc (evaluated)**: the stage's model (its first seed) "
+    "scored by the evaluate stage, in fp32. **test acc over seeds**: the mean and sample standard deviation of "
+    "the test accuracy of each seed's kept model, scored while training (under the run's precision, e.g. bf16 "
+    "autocast, so the first seed's figure can differ from the evaluated one in the last digits), over the n "
+    "seeds the train stage ran (a record without seeds counts as the evaluated model alone, n=1). "
+    + REFERENCE_NOTE)
 
 
 def spread_entry(spread: SeedSpread | None) -> dict:

@@ -47,6 +47,8 @@ class RunPlan:
                      "epochs": self.trainer.epochs(self.budget), "train_subset": self.budget.train_subset,
                      "eval_subset": self.budget.eval_subset, "seed": self.seed,
                      "deterministic": self.train.deterministic, "device": str(self.device),
+                     # the precision auto resolved to on this machine: part of the resume key, like the recipe
+                     **({"precision_used": self.runtime.precision} if self.runtime is not None else {}),
                      **{f"n_{k}": v for k, v in sizes.items()}})
         return flat
 

@@ -119,7 +119,7 @@ class NetworkTrainer(Trainer):
         # On the training device: shuffling and augmentation draw their random numbers where the data is.
         generator = torch.Generator(device=device).manual_seed(plan.seed)
         num_params = sum(p.numel() for p in net.parameters())
-        log.params({"num_params": num_params, "precision_used": plan.runtime.precision})
+        log.params({"num_params": num_params})
         layer = first_pixel_layer(net)
         recorder = UnitWeightRecorder(layer) if layer is not None else None
         resume = resumable.state if resumable is not None else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import logging
+import os
 import shutil
 import uuid
 
@@ -19,7 +20,8 @@ from fmnist import tracking
 from fmnist.core.config import Params
 from fmnist.core.io import atomic_write_text, file_sha256, read_json, write_json
 from fmnist.core.seeds import PRIMARY_TAG, SEED_GROUP_TAG, SeedSpread
-from fmnist.core.runs import RunPointer, RunSummary, history_csv, write_pointer, write_summary
+from fmnist.core.runs import (RunPointer, RunSummary, history_csv, read_pointer, read_summary, write_pointer,
+                              write_summary)
 from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.models.wrapper import pixels_to_input
 from fmnist.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
@@ -29,9 +31,10 @@ from fmnist.tracking.store import store_errors
 from fmnist.tracking.stale import close_run, gone_reason, is_stale, stale_runs
 from fmnist.training.resume import SavedState, clear_state, load_state, run_key, save_state, state_path
 from fmnist.training.trainers import FitData, Resumable
-from fmnist.workflows.outputs import check_writable, exclusive, replace_dir, staging_dir
+from fmnist.workflows.outputs import WORK_DIR, check_writable, exclusive, replace_dir, staging_dir
 
 log = logging.getLogger("fmnist")
+SEEDS_DIR = "seeds"  # in the stage's model folder: one folder per seed after the first
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,11 @@ class TrainPaths:
                    metrics_file or Path("metrics/train") / f"{arch}.json",
                    history_file or Path("metrics/history") / f"{arch}.csv")
 
-    def for_seed(self, seed: int) -> "TrainPaths":
-        """Where a seed after the first writes: inside the stage's model folder, so DVC tracks every seed."""
-        folder = self.model_dir / "seeds" / str(seed)
-        return TrainPaths(self.split_dir, self.prepared_dir, folder, folder / "summary.json", folder / "history.csv")
+    def for_seed(self, folder: Path) -> "TrainPaths":
+        """A later seed's outputs, in one folder: model/, summary.json, history.csv (the layout it keeps under
+        the stage's `models/ARCH/seeds/SEED/`)."""
+        return TrainPaths(self.split_dir, self.prepared_dir, folder / "model", folder / "summary.json",
+                          folder / "history.csv")
 
     def inputs(self) -> dict[str, Path]:
         return {"train": self.split_dir / "train.npz", "val": self.split_dir / "val.npz",
@@ -66,7 +70,8 @@ def load_fit_data(plan: RunPlan, paths: TrainPaths) -> FitData:
     arrays = {name: load_arrays(path) for name, path in paths.inputs().items()}
     stats = read_json(paths.prepared_dir / "stats.json")
     subset = {"train": plan.budget.train_subset, "val": plan.budget.eval_subset, "test": plan.budget.eval_subset}
-    arrays = {name: stratified_subset(a, subset[name], plan.seed) for name, a in arrays.items()}
+    # Subsets drawn with train.seed, not the run's: every seed of a stage trains and is scored on the same images.
+    arrays = {name: stratified_subset(a, subset[name], plan.train.seed) for name, a in arrays.items()}
     return FitData(arrays["train"], arrays["val"], arrays["test"], stats["classes"], stats["mean"], stats["std"],
                    test_each_epoch=plan.train.log_test_each_epoch)
 
@@ -85,18 +90,65 @@ def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path 
     with exclusive(paths.model_dir, root):
         if first.train.threads:
             torch.set_num_threads(first.train.threads)
-        summaries = []
-        for plan in plans:
-            primary = plan is first
+        # Later seeds first, each into a stash outside DVC's outputs; the first seed last, whose finished folder
+        # takes them in before it replaces models/ARCH: a failure anywhere leaves the last good outputs as they were.
+        stashes = {plan.seed: seed_stash(root, paths.model_dir, plan.seed) for plan in plans[1:]}
+        others = []
+        for number, plan in enumerate([*plans[1:], first], start=1):
             if len(plans) > 1:
-                log.info("%s: seed %d (%d of %d)", arch, plan.seed, len(summaries) + 1, len(plans))
+                log.info("%s: seed %d (%d of %d)", arch, plan.seed, number, len(plans))
+            tags = {SEED_GROUP_TAG: group, PRIMARY_TAG: str(plan is first).lower()}
             seed_everything(plan.seed, plan.train.deterministic)
+            if plan is not first:
+                others.append(train_later_seed(plan, paths.for_seed(stashes[plan.seed]), root, resume, tags))
+                continue
             data = load_fit_data(plan, paths)
-            tags = {SEED_GROUP_TAG: group, PRIMARY_TAG: str(primary).lower()}
-            summaries.append(run_training(plan, data, paths if primary else paths.for_seed(plan.seed), root,
-                                          resume, tags))
-        write_json(paths.metrics_file, {**summaries[0].to_dict(), **SeedSpread.of(summaries).to_dict()})
-        return summaries[0]
+            summary = run_training(plan, data, paths, root, resume, tags, SeedOutputs(stashes, others))
+        if stashes:
+            shutil.rmtree(next(iter(stashes.values())).parent, ignore_errors=True)
+        return summary
+
+
+@dataclass(frozen=True)
+class SeedOutputs:
+    """The later seeds' finished outputs that the first seed's stage folder takes in."""
+
+    stashes: dict[int, Path]  # seed -> folder with model/, summary.json, history.csv
+    summaries: list[RunSummary]
+
+
+def seed_stash(root: Path, model_dir: Path, seed: int) -> Path:
+    """Where a later seed's finished outputs wait (ignored by git and DVC) until the first seed is done."""
+    return root / WORK_DIR / "seeds" / state_path(root, model_dir).stem / str(seed)
+
+
+def train_later_seed(plan: RunPlan, paths: TrainPaths, root: Path, resume: bool, tags: dict[str, str]) -> RunSummary:
+    """Train one later seed into its stash, or reuse it when an earlier start of the stage finished it with the
+    same recipe, data and code (and its MLflow run is FINISHED)."""
+    data = load_fit_data(plan, paths)
+    key = _run_key(plan, data, paths)[2]
+    done_file = paths.model_dir.parent / "done.json"
+    if resume and done_file.is_file():
+        done = read_json(done_file)
+        with store_errors(mlflow.get_tracking_uri()):
+            finished = done.get("key") == key and _not_resumable(MlflowClient(), done["run_id"]) == "already finished"
+        if finished:
+            MlflowClient().set_tag(done["run_id"], SEED_GROUP_TAG, tags[SEED_GROUP_TAG])  # one group with the others
+            log.info("%s: seed %d was finished by an earlier start (MLflow run %s): reused", plan.arch, plan.seed,
+                     done["run_id"])
+            return read_summary(paths.metrics_file)
+    done_file.unlink(missing_ok=True)
+    summary = run_training(plan, data, paths, root, resume, tags)
+    write_json(done_file, {"key": key, "run_id": read_pointer(paths.model_dir).run_id})
+    return summary
+
+
+def _run_key(plan: RunPlan, data: FitData, paths: TrainPaths) -> tuple[dict, dict, dict]:
+    """(logged params, data hashes, the resume key): what makes two trainings the same one."""
+    data_hashes = {k: file_sha256(p) for k, p in paths.inputs().items()}
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    logged = plan.logged_params(sizes)
+    return logged, data_hashes, run_key(logged, data_hashes)
 
 
 def _saved_state(plan: RunPlan, key: dict, state_file: Path, resume: bool, client: MlflowClient,
@@ -112,6 +164,8 @@ def _saved_state(plan: RunPlan, key: dict, state_file: Path, resume: bool, clien
     log.info("%s: %s", plan.arch, note)
     exp = client.get_experiment_by_name(experiment)
     for run in stale_runs(client, [exp.experiment_id] if exp else None, plan.arch):
+        if run.data.params.get("seed", str(plan.seed)) != str(plan.seed):
+            continue  # another seed's: its own start resumes or closes it
         if saved is None or run.info.run_id != saved.run_id:
             close_run(client, run, gone_reason(run) + "; closed by the next start of its stage")
             log.info("%s: closed stale MLflow run %s as KILLED (%s)", plan.arch, run.info.run_id, gone_reason(run))
@@ -136,11 +190,9 @@ def _not_resumable(client: MlflowClient, run_id: str) -> str | None:
 
 
 def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = Path("."),
-                 resume: bool = True, extra_tags: dict[str, str] | None = None) -> RunSummary:
-    data_hashes = {k: file_sha256(p) for k, p in paths.inputs().items()}
-    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
-    logged = plan.logged_params(sizes)
-    key = run_key(logged, data_hashes)
+                 resume: bool = True, extra_tags: dict[str, str] | None = None,
+                 seeds: SeedOutputs | None = None) -> RunSummary:
+    logged, data_hashes, key = _run_key(plan, data, paths)
     state_file = state_path(root, paths.model_dir)
     with store_errors(mlflow.get_tracking_uri()):
         saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
@@ -149,7 +201,8 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
     tags.update({"arch": plan.arch, "profile": plan.profile, "kind": plan.info.kind.value, **(extra_tags or {})})
     staged = staging_dir(root, plan.arch)
     try:
-        with tracking.tracked_run(plan.experiment, run_name=plan.arch, tags=tags, root=root,
+        run_name = plan.arch if plan.seed == plan.train.seed else f"{plan.arch} seed {plan.seed}"
+        with tracking.tracked_run(plan.experiment, run_name=run_name, tags=tags, root=root,
                                   resume_run_id=saved.run_id if saved else None) as run:
             run_id = run.info.run_id
             tracking.log_params(logged)
@@ -159,16 +212,18 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
                 {"fitter": saved.fitter, "extra": saved.extra} if saved else None,
                 lambda fitter, extra: save_state(state_file, key, run_id, fitter, extra))
             trained = plan.trainer.fit(plan, data, tracking.ActiveRunLog(), staged, resumable)
-            write_outputs(plan, data, trained, paths, staged, run_id)
+            write_outputs(plan, data, trained, paths, staged, run_id, seeds)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     clear_state(state_file)
     return trained.summary
 
 
-def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, staged: Path, run_id: str) -> None:
-    """Log the model and results, then move the finished model folder into place by rename; the
-    summary and history follow, each written atomically."""
+def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, staged: Path, run_id: str,
+                  seeds: SeedOutputs | None = None) -> None:
+    """Log the model and results, take in the later seeds' folders, then move the finished model folder into
+    place by rename; the history and the summary follow, each written atomically. The stage's own run (given
+    `seeds`, none for a later seed's) adds the spread over all its seeds to the summary."""
     mlflow.log_metrics(trained.summary.metrics())
     mlflow.set_tags(trained.summary.tags())
     save_checkpoint(staged / CHECKPOINT_FILE, arch=plan.arch, model_kwargs=plan.model_options,
@@ -180,7 +235,17 @@ def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, stag
     mlflow.log_text(history, "history.csv")
     write_pointer(staged, RunPointer(run_id=run_id, experiment=plan.experiment, arch=plan.arch,
                                      tracking_uri=mlflow.get_tracking_uri(), early_stopping=plan.stop_rule,
-                                     test_subset_size=plan.budget.eval_subset, test_subset_seed=plan.seed))
+                                     test_subset_size=plan.budget.eval_subset, test_subset_seed=plan.train.seed))
+    for seed, stash in (seeds.stashes if seeds else {}).items():
+        target = staged / SEEDS_DIR / str(seed)
+        target.parent.mkdir(exist_ok=True)
+        os.replace(stash / "model", target)
+        for name in ("summary.json", "history.csv"):
+            os.replace(stash / name, target / name)
     replace_dir(staged, paths.model_dir)
     atomic_write_text(paths.history_file, history)
-    write_summary(paths.metrics_file, trained.summary)
+    if seeds is None:
+        write_summary(paths.metrics_file, trained.summary)
+    else:
+        write_json(paths.metrics_file, {**trained.summary.to_dict(),
+                                        **SeedSpread.of([trained.summary, *seeds.summaries]).to_dict()})
