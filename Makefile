@@ -10,7 +10,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := true
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick cpu full run exps metrics test test-fast lock bench
+.PHONY: help setup system-deps venv quick cpu full run exps metrics test test-fast lock bench server server-stop ci-rehearsal lint-workflow
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
@@ -21,13 +21,16 @@ help:
 	@echo "make exps     every DVC experiment: the params that differ and the headline metrics (fmnist exps)"
 	@echo "make metrics  the headline metrics of the workspace (dvc metrics show --md metrics/summary.json)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
+	@echo "make server   a tracking server for a team: PostgreSQL + mlflow server on 127.0.0.1:5000 (make server-stop)"
+	@echo "make ci-rehearsal  play the CI retraining workflow end to end here (docs/ci.md, docs/ci_rehearsal.md)"
+	@echo "make lint-workflow  check .github/workflows/retrain.yml against GitHub's workflow schema"
 	@echo "make bench    benchmark our data path against torchvision + DataLoader, and MLflow's logging cost (docs/benchmarks.md)"
 
 setup: system-deps venv
 
 # Debian's dataset-fashion-mnist is the offline source of the four official files; Debian's
-# chromium renders the HTML report in the tests.
-SYSTEM_PACKAGES := dataset-fashion-mnist chromium
+# chromium renders the HTML report in the tests; PostgreSQL backs the tracking server (make server).
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium postgresql
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -84,3 +87,18 @@ test-fast: setup
 bench: venv
 	$(PY) benchmarks/bench_datapath.py --out docs/benchmarks.md --train-batches 60,resnet18=20
 	$(PY) benchmarks/bench_precision.py --out docs/bench_precision.md
+
+# A tracking server on this machine: PostgreSQL backend store, proxied artifacts, loopback only.
+# Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 (docs/ci.md).
+server: setup
+	$(PY) -m fmnist.cli server start --dir .fmnist/server --port 5000
+
+server-stop: venv
+	$(PY) -m fmnist.cli server stop --dir .fmnist/server
+
+# The retraining workflow played end to end with real parts; writes the transcript.
+ci-rehearsal: setup
+	$(PY) -m fmnist.ci.rehearsal --work .fmnist/rehearsal --out docs/ci_rehearsal.md
+
+lint-workflow: venv
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/retrain.yml

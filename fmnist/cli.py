@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from fmnist.ci import commands as ci_commands
 from fmnist.core.config import PROFILES, ConfigError, load_params, parse_params, read_params_file
 from fmnist.core.entry import run_main
 from fmnist.core.io import atomic_write_text
@@ -186,18 +186,6 @@ def predict(images: list[str], model_uri: str | None, params_file: Path, allow_u
     return 1 if errors else 0
 
 
-def ci_plan(dry_output: Path | None) -> int:
-    from fmnist.ci.plan import architectures_to_train, dry_run, github_output
-
-    if dry_output is not None and not dry_output.is_file():
-        raise ConfigError(f"{dry_output}: no such file; save one with `dvc repro --dry > {dry_output}`")
-    text = dry_output.read_text() if dry_output else dry_run()
-    archs = architectures_to_train(text)
-    github_output(archs)
-    print(json.dumps(archs))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,11 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     exps.add_argument("--all-columns", action="store_true", help="every param and metric column")
     exps.add_argument("--input", type=Path, help="read this saved `dvc exp show --json` output instead of "
                                                  "running it")
-    ci = sub.add_parser("ci", help="the steps of CI retraining (the workflow runs these)")
-    ci_sub = ci.add_subparsers(dest="ci_command", required=True)
-    plan = ci_sub.add_parser("plan", help="the architectures whose train stage is out of date (dvc repro --dry), "
-                                          "as JSON; also written to $GITHUB_OUTPUT when set")
-    plan.add_argument("--dry-output", type=Path, help="read this saved `dvc repro --dry` output instead")
+    ci_commands.add_parsers(sub)
     for p in (prof, pipe, train, pred, tables):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
@@ -258,7 +242,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "tables":
         print_tables(args.tracking_uri, args.experiment, args.run_id, args.format, args.params)
     elif args.command == "ci":
-        return ci_plan(args.dry_output)
+        return ci_commands.ci(args)
+    elif args.command == "server":
+        return ci_commands.server(args)
     elif args.command == "exps":
         print(show_experiments(args.input, args.all_columns))
     elif args.command == "runs":

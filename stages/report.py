@@ -5,6 +5,7 @@ import _bootstrap  # noqa: F401,I001 (first: the project's environment)
 from pathlib import Path
 
 from fmnist.core.entry import load, parser, run_main
+from fmnist.core.gate import GateRule
 from fmnist.workflows.report import ReportPaths, ReportSettings, write_report
 
 
@@ -21,12 +22,13 @@ def main() -> None:
     settings = ReportSettings(experiment=params.experiment, profile=params.profile,
                               architectures=params.architectures,
                               tolerance=params.report.diminishing_returns_tolerance,
-                              registered_model=params.registered_model)
+                              registered_model=params.registered_model,
+                              gate=GateRule(params.report.gate.margin, params.report.gate.test_tolerance))
     result = write_report(settings, paths)
     champion = result["champion"]
     print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'} "
           f"(MLflow run {result['run_id']}); champion: {champion['arch']} as {champion['uri']} "
-          f"(version {champion['version']})")
+          f"(version {champion['version']}); gate: {champion['gate']['decision']}: {champion['gate']['reason']}")
 
 
 if __name__ == "__main__":

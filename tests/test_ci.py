@@ -1,10 +1,15 @@
 """CI retraining: the plan (which train stages are out of date) and the champion gate."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from fmnist.ci.gate import CHALLENGER, CHAMPION, Contender, GateRule, decide
+from conftest import ROOT
+
+from fmnist.core.gate import CHALLENGER, CHAMPION, Contender, GateRule, decide
 from fmnist.ci.plan import architectures_to_train, github_output, stages_to_run
 from fmnist.cli import main
 
@@ -82,3 +87,110 @@ def test_contender_reads_the_training_runs_metrics_and_data_tags():
     c = Contender.from_run("r1", "mlp", {"best_val_acc": 0.9, "final_test_acc": 0.89},
                            {"data_sha256.train": "t", "data_sha256.val": "v", "git_commit": "abc"})
     assert (c.val_acc, c.test_acc, c.data) == (0.9, 0.89, {"train": "t", "val": "v"})
+
+
+# -- the CI steps' pieces --------------------------------------------------------------------------------
+
+def test_lock_entries_from_other_jobs_merge_without_touching_the_rest(tmp_path):
+    from fmnist.ci.dvc import lock_entry, merge_lock_entries
+
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  split:\n    cmd: python stages/split.py\n"
+                                       "  train@mlp:\n    cmd: old\n")
+    merge_lock_entries({"train@mlp": {"cmd": "new", "outs": [{"path": "models/mlp", "md5": "x.dir"}]},
+                        "train@cnn1": {"cmd": "c"}}, tmp_path)
+    assert lock_entry("split", tmp_path) == {"cmd": "python stages/split.py"}
+    assert lock_entry("train@mlp", tmp_path)["cmd"] == "new" and lock_entry("train@cnn1", tmp_path) == {"cmd": "c"}
+
+
+def test_bundles_carry_the_small_outputs_and_the_lock_entry(tmp_path):
+    from fmnist.ci.steps import ENTRY_FILE, merge_bundles
+
+    bundle, work = tmp_path / "bundle" / "mlp", tmp_path / "work"
+    (bundle / "metrics/train").mkdir(parents=True)
+    (bundle / "metrics/train/mlp.json").write_text('{"best_val_acc": 0.9}')
+    entry = {"cmd": "train", "outs": [{"path": "models/mlp", "md5": "a.dir"},
+                                      {"path": "metrics/train/mlp.json", "md5": "b"}]}
+    (bundle / ENTRY_FILE).write_text(json.dumps({"train@mlp": entry}))
+    work.mkdir()
+    assert merge_bundles([bundle], work) == ["train@mlp"]
+    assert (work / "metrics/train/mlp.json").read_text() == '{"best_val_acc": 0.9}'
+    assert "train@mlp:" in (work / "dvc.lock").read_text()
+
+
+def test_a_folder_that_is_not_a_bundle_is_refused_before_anything_is_merged(tmp_path):
+    from fmnist.ci.steps import read_bundles
+    from fmnist.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a train bundle"):
+        read_bundles([tmp_path])
+
+
+def test_the_comment_has_the_decision_the_diff_the_stages_and_the_plots(tmp_path):
+    from fmnist.ci.steps import PLOTS, comment_text
+
+    for plot in PLOTS:
+        (tmp_path / plot).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / plot).write_bytes(b"png")
+    gate = {"decision": "kept the champion", "reason": "gain below the margin", "margin": 0.002,
+            "test_tolerance": 0.005, "challenger": {"arch": "cnn1", "run_id": "r2", "version": 3,
+                                                      "alias": "challenger"}}
+    record = {"merged": ["train@cnn1"], "ran": ["evaluate@cnn1", "report"], "skipped": ["split"],
+              "from_run_cache": []}
+    text = comment_text("| Path | Metric |", gate, record, tmp_path)
+    assert "**Champion gate: kept the champion.** gain below the margin." in text
+    assert "| Path | Metric |" in text and "run by the report job: evaluate@cnn1, report" in text
+    assert "![learning_curves](reports/figures/learning_curves.png)" in text
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "retrain.yml"
+OUR_COMMANDS = ("make ", ".venv/bin/fmnist ", "cml comment ")  # cml only posts the comment file
+
+
+def test_the_workflow_matches_githubs_schema():
+    done = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema",
+                           "vendor.github-workflows", str(WORKFLOW)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_workflow_step_runs_our_commands():
+    import yaml
+
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    assert set(flow[True]) >= {"push", "pull_request", "workflow_dispatch", "schedule"}  # YAML 1.1: on -> True
+    assert flow[True]["workflow_dispatch"]["inputs"]["profile"]
+    runs = [step["run"] for job in flow["jobs"].values() for step in job["steps"] if "run" in step]
+    assert runs and all(run.startswith(OUR_COMMANDS) for run in runs), runs
+    assert any("fmnist ci plan" in r for r in runs) and any("fmnist ci train" in r for r in runs)
+    assert any("fmnist ci report" in r for r in runs)
+    assert "secrets.MLFLOW_TRACKING_URI" in WORKFLOW.read_text() and "password:" not in WORKFLOW.read_text().lower()
+
+
+def test_the_report_stage_registers_through_the_gate(tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+    from sklearn.dummy import DummyClassifier
+
+    from fmnist.workflows.report import register_champion
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+
+    def trained(val: float, test: float) -> dict:
+        with mlflow.start_run() as run:
+            mlflow.log_metrics({"best_val_acc": val, "final_test_acc": test})
+            mlflow.set_tags({f"data_sha256.{k}": v for k, v in DATA.items()})
+            mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
+        return {"run_id": run.info.run_id, "arch": "mlp", "best_val_acc": val, "num_params": 1}
+
+    first = trained(0.90, 0.89)
+    assert register_champion(client, [first], "m", "report-1")["gate"]["promoted"]
+    slightly = trained(0.901, 0.90)
+    kept = register_champion(client, [first, slightly], "m", "report-2", GateRule(margin=0.002))
+    assert not kept["gate"]["promoted"] and kept["run_id"] == first["run_id"] and kept["version"] == 1
+    challenger = client.get_model_version_by_alias("m", CHALLENGER)
+    assert challenger.run_id == slightly["run_id"] and "below the margin" in challenger.tags["gate.reason"]
+    assert challenger.tags["gate.champion_run_id"] == first["run_id"]
+    better = trained(0.93, 0.92)
+    promoted = register_champion(client, [first, slightly, better], "m", "report-3")
+    assert promoted["gate"]["promoted"] and promoted["version"] == 3
+    assert client.get_model_version_by_alias("m", CHAMPION).run_id == better["run_id"]

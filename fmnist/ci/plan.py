@@ -1,5 +1,6 @@
-"""Which `train@ARCH` stages a CI run must retrain: the stages `dvc repro --dry` would run (DVC decides
-what is out of date, downstream stages included), as a matrix for the CI's train job."""
+"""The plan job: the data once for every train job (pulled, or built and pushed), then which
+`train@ARCH` stages are out of date: those `dvc repro --dry` would run (DVC decides, from dvc.lock
+and the workspace), as a matrix for the CI's train job."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fmnist.ci import dvc as dvc_steps
 from fmnist.core.errors import FmnistError
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
@@ -24,9 +26,22 @@ def architectures_to_train(dry_output: str) -> list[str]:
     return [stage.split("@", 1)[1] for stage in stages_to_run(dry_output) if stage.startswith("train@")]
 
 
+DATA_STAGE = "split"  # the last data stage; its deps chain back to the download
+
+
+def prepare_data(root: Path = Path(".")) -> None:
+    """Pull the data stages' outputs (or restore them from the run cache, or build them), then push them,
+    so that every train job pulls the data instead of downloading and preprocessing it again."""
+    dvc_steps.pull(DATA_STAGE, "--with-deps", root=root)
+    dvc_steps.dvc("repro", DATA_STAGE, root=root)
+    dvc_steps.push(DATA_STAGE, "--with-deps", root=root)
+
+
 def dry_run(root: Path = Path(".")) -> str:
-    """`dvc repro --dry` in `root`: what would run, nothing run."""
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry"], cwd=root, capture_output=True, text=True)
+    """`dvc repro --dry --allow-missing` in `root`: what would run, nothing run. Outputs that are only in
+    the remote (not pulled here) count as up to date when their stage's deps and params match dvc.lock."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--allow-missing"], cwd=root,
+                          capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise FmnistError(f"dvc repro --dry failed: {last}; run it by hand to see why")

@@ -69,8 +69,16 @@ class EvaluateConfig(Section):
     misclassified: Annotated[int, Range(lo=0, hi=400)] = 36
 
 
+class GateConfig(Section):
+    """When a retrained model replaces the champion (fmnist/ci/gate.py)."""
+
+    margin: Annotated[float, Range(lo=0, hi=1)] = 0.002  # validation accuracy it must gain
+    test_tolerance: Annotated[float, Range(lo=0, hi=1)] = 0.005  # test accuracy it may lose
+
+
 class ReportConfig(Section):
     diminishing_returns_tolerance: Annotated[float, Range(lo=0, hi=1)] = 0.005
+    gate: GateConfig = GateConfig()
 
 
 class Params(Section):

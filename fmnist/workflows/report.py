@@ -1,6 +1,7 @@
 """The report stage: compare all architectures from the train/evaluate outputs (Markdown and one
 self-contained HTML page), record it as an MLflow run naming the training runs it was built from,
-and register the best model by validation accuracy as the `champion`."""
+and register the best model by validation accuracy, as the `champion` when the gate lets it
+(fmnist/core/gate.py), else as the `challenger`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from fmnist import tracking
+from fmnist.core.gate import CHAMPION, Contender, GateRule, decide
 from fmnist.core.io import atomic_write_text, dict_csv_text, write_json
 from fmnist.reporting.figures import (accuracy_vs_time_figure, learning_curves_figure, per_class_f1_figure,
                                       save_figure, unit_weights_figure)
@@ -26,7 +29,6 @@ from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, build_tab
 
 log = logging.getLogger("fmnist")
 
-CHAMPION_ALIAS = "champion"
 TITLE = "Fashion-MNIST benchmark report"
 
 
@@ -48,6 +50,7 @@ class ReportSettings:
     architectures: list[str]
     tolerance: float
     registered_model: str
+    gate: GateRule = GateRule()
 
 
 def columns_of(history: list[EpochRecord]) -> dict[str, list]:
@@ -108,8 +111,23 @@ def report_filter(report_run_id: str) -> str:
     return f"tags.`{report_tag(report_run_id)}` = 'true'"
 
 
-def register_champion(client: MlflowClient, entries: list[dict], name: str, report_run_id: str) -> dict:
-    """Register the best model by validation accuracy (once per run) and point `champion` at it."""
+def _contender(client: MlflowClient, run_id: str, arch: str) -> Contender:
+    run = client.get_run(run_id)
+    return Contender.from_run(run_id, arch, run.data.metrics, run.data.tags)
+
+
+def _current_champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no registered model, or no champion yet
+        return None
+
+
+def register_champion(client: MlflowClient, entries: list[dict], name: str, report_run_id: str,
+                      rule: GateRule = GateRule()) -> dict:
+    """Register the best model by validation accuracy (once per run) and let the gate decide its alias:
+    `champion` if it beats the current champion (fmnist/core/gate.py), else `challenger`. The decision
+    and both models' figures are tags of its model version; the result names the champion after it."""
     best = max(entries, key=lambda e: (e["best_val_acc"], -e["num_params"]))
     existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == best["run_id"]]
     if existing:
@@ -117,11 +135,24 @@ def register_champion(client: MlflowClient, entries: list[dict], name: str, repo
     else:
         version = mlflow.register_model(f"runs:/{best['run_id']}/model", name,
                                         tags={"arch": best["arch"], "best_val_acc": str(best["best_val_acc"])})
+    held = _current_champion(client, name)
+    challenger = _contender(client, best["run_id"], best["arch"])
+    champion = None if held is None else _contender(client, held.run_id, held.tags.get("arch", "?"))
+    decision = decide(challenger, champion, rule)
     client.set_model_version_tag(name, version.version, "report_run_id", report_run_id)
-    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-    return {"name": name, "version": int(version.version), "alias": CHAMPION_ALIAS, "arch": best["arch"],
-            "run_id": best["run_id"], "best_val_acc": best["best_val_acc"],
-            "uri": f"models:/{name}@{CHAMPION_ALIAS}"}
+    for key, value in decision.tags(challenger, champion, rule).items():
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, decision.alias, version.version)
+    kept = version if decision.promote else held
+    winner = challenger if decision.promote else champion
+    return {"name": name, "version": int(kept.version), "alias": CHAMPION, "arch": winner.arch,
+            "run_id": winner.run_id, "best_val_acc": winner.val_acc, "uri": f"models:/{name}@{CHAMPION}",
+            "gate": {"decision": decision.tags(challenger, champion, rule)["gate.decision"],
+                     "promoted": decision.promote, "reason": decision.reason,
+                     "challenger": {"arch": challenger.arch, "run_id": challenger.run_id,
+                                    "version": int(version.version), "alias": decision.alias,
+                                    "val_acc": challenger.val_acc, "test_acc": challenger.test_acc},
+                     "margin": rule.margin, "test_tolerance": rule.test_tolerance}}
 
 
 def summary_metrics(board: list[dict], champion: dict) -> dict:
@@ -172,8 +203,10 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
         mlflow.log_artifacts(str(paths.out_dir / "figures"), "report/figures")
         mlflow.log_artifacts(str(paths.eval_figures_dir), "report/eval")  # report.md links these
         # Last, so a report that failed on the way never moves the alias.
-        champion = register_champion(client, inputs.entries, settings.registered_model, report_run_id)
-        mlflow.set_tags({"champion": champion["uri"], "champion_version": str(champion["version"])})
+        champion = register_champion(client, inputs.entries, settings.registered_model, report_run_id,
+                                     settings.gate)
+        mlflow.set_tags({"champion": champion["uri"], "champion_version": str(champion["version"]),
+                         "gate.decision": champion["gate"]["decision"], "gate.reason": champion["gate"]["reason"]})
     atomic_write_text(paths.out_dir / "report.md", markdown)
     atomic_write_text(paths.out_dir / "report.html", page)
     atomic_write_text(paths.out_dir / "leaderboard.csv", board_csv)

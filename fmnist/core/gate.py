@@ -4,8 +4,9 @@ The rule (`decide`, a pure function): the challenger becomes `@champion` if ther
 it was trained and validated on the same data version (the SHA-256 of the train, validation and test
 files its training run recorded), its validation accuracy beats the champion's by at least `margin`,
 and its test accuracy is not worse by more than `test_tolerance`. Otherwise it is registered with the
-alias `challenger` and the reason says which condition failed. `apply_decision` records the decision,
-both run ids and the figures as tags on the challenger's model version.
+alias `challenger` and the reason says which condition failed. The report stage applies it
+(workflows/report.py) and records the decision, both run ids and the figures as tags on the
+challenger's model version.
 """
 
 from __future__ import annotations
