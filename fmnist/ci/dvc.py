@@ -37,9 +37,11 @@ def has_remote(root: Path = Path(".")) -> bool:
 
 
 def pull(*targets: str, root: Path = Path(".")) -> None:
-    """What is in the remote of `targets` (all when none); what is not there yet is left to `dvc repro`."""
+    """What is in the remote of `targets` (all when none), and the run cache, from which `dvc repro`
+    restores a stage whose deps and params ran before (the data stages a job without this commit's
+    dvc.lock entries needs); what is in neither is left to `dvc repro`."""
     if has_remote(root):
-        dvc("pull", "--allow-missing", *targets, root=root)
+        dvc("pull", "--allow-missing", "--run-cache", *targets, root=root)
     else:
         log.info("no default DVC remote: nothing to pull (dvc remote add -d NAME URL sets one)")
 

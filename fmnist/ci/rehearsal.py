@@ -141,8 +141,7 @@ class Rehearsal:
         comment = self.work / f"{name}-comment.md"
         base = "origin/main"
         out = self.fmnist("ci", "report", str(bundles), "--comment", str(comment), "--base", base,
-                          "--commit", f"ci: results of {name} [skip ci]", cwd=runner)
-        self.sh("git", "push", "-q", "origin", f"HEAD:{branch}", cwd=runner)
+                          "--commit", f"ci: results of {name} [skip ci]", "--push", branch, cwd=runner)
         run.seconds["report"] = time.monotonic() - started
         run.report = json.loads(out.strip().splitlines()[-1])
         run.report["gate"] = json.loads((runner / "reports" / "champion.json").read_text())["gate"]

@@ -151,4 +151,7 @@ def commit_results(message: str, root: Path = Path(".")) -> bool:
 
 
 def push_branch(branch: str, root: Path = Path(".")) -> None:
-    subprocess.run(["git", "push", "origin", f"HEAD:{branch}"], cwd=root, check=True)
+    done = subprocess.run(["git", "push", "origin", f"HEAD:{branch}"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        raise FmnistError(f"git push origin HEAD:{branch} failed: {last}; pull, re-run the report job, push again")
