@@ -52,7 +52,7 @@ def ci(args: argparse.Namespace) -> int:
     if args.ci_command == "plan":
         if args.dry_output is not None and not args.dry_output.is_file():
             raise ConfigError(f"{args.dry_output}: no such file; save one with "
-                              f"`dvc repro --dry --allow-missing > {args.dry_output}`")
+                              f"`dvc repro --dry --allow-missing --glob 'train@*' > {args.dry_output}`")
         if args.dry_output is None:
             plan.prepare_data()
         if args.all:
