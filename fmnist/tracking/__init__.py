@@ -83,8 +83,14 @@ def ensure_experiment(name: str) -> str:
 def _ensure_experiment(name: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri(), name),
-                                        tags=EXPERIMENT_KIND)
+        try:
+            return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri(), name),
+                                            tags=EXPERIMENT_KIND)
+        except MlflowException as err:
+            # Another process created it first: on a tracking server no lock of ours serialises them.
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = mlflow.get_experiment_by_name(name)
     if "mlflow.experimentKind" not in experiment.tags:
         MlflowClient().set_experiment_tag(experiment.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
     return experiment.experiment_id
