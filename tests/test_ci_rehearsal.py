@@ -40,11 +40,13 @@ def test_the_first_push_trains_every_architecture_at_once_and_names_a_champion(r
     first = rehearsal["runs"][0]
     assert sorted(first.planned) == sorted(ARCHS)
     assert first.report["gate"]["promoted"] and first.report["gate"]["reason"] == "no champion yet"
-    trainings = [r for r in rehearsal["first_runs"] if r["stage"] == "train"]
+    trainings = [r for r in rehearsal["first_runs"] if r["stage"].startswith("train@")]
     assert len(trainings) == len(ARCHS)  # four trainings logged at once to the PostgreSQL-backed server
     for run in trainings:
         assert run["status"] == "FINISHED"
         assert run["epochs_run"] >= 1 and run["val_acc_points"] == run["epochs_run"], run  # every epoch arrived
+    assert max(r["start"] for r in trainings) < min(r["end"] for r in trainings)  # all four were running together
+    assert all(set(stages) == {"download", "preprocess", "split"} for stages in first.restored.values())
 
 
 def test_a_changed_recipe_retrains_only_its_architecture(rehearsal):

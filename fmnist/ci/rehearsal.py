@@ -28,6 +28,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from fmnist.ci import server as srv
+from fmnist.ci.steps import FROM_CACHE
 
 ARCHS = ["mlp", "cnn1", "fastcnn", "sk_logreg"]
 SMALL = {"mlp": {"epochs": 2, "train_subset": 3000, "eval_subset": 1000},
@@ -47,6 +48,7 @@ class CiRun:
     seconds: dict[str, float] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     comment: str = ""
+    restored: dict[str, list[str]] = field(default_factory=dict)  # train job -> stages from the run cache
 
 
 class Rehearsal:
@@ -136,6 +138,7 @@ class Rehearsal:
             log.close()
             if code != 0:
                 raise RuntimeError(f"train job {arch} failed; see {log.name}")
+            run.restored[arch] = FROM_CACHE.findall(Path(log.name).read_text())
         run.seconds["train (matrix)"] = time.monotonic() - started
         started = time.monotonic()
         comment = self.work / f"{name}-comment.md"
@@ -159,8 +162,9 @@ class Rehearsal:
                 epochs = int(r.data.metrics.get("epochs_run", 0))
                 history = len(client.get_metric_history(r.info.run_id, "val_acc")) if epochs else 0
                 found.append({"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
-                              "stage": r.data.tags.get("fmnist.stage"), "epochs_run": epochs,
-                              "val_acc_points": history})
+                              "stage": r.data.tags.get("fmnist.stage", ""), "epochs_run": epochs,
+                              "val_acc_points": history, "start": r.info.start_time / 1000,
+                              "end": (r.info.end_time or 0) / 1000})
         return found
 
     def champion(self) -> dict:
@@ -212,14 +216,18 @@ def transcript(result: dict) -> str:
         lines += [f"## {run.name} (branch `{run.branch}`)", "",
                   f"- plan: out-of-date train stages: {', '.join(run.planned) or 'none'}",
                   "- timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.seconds.items()),
+                  "- train jobs restored from the run cache: " + "; ".join(
+                      f"{arch}: {', '.join(stages) or 'nothing'}" for arch, stages in run.restored.items()),
                   f"- report job ran: {', '.join(run.report['ran']) or 'nothing'}; restored from the run cache: "
                   f"{', '.join(run.report['from_run_cache']) or 'nothing'}",
                   f"- gate: {gate['decision']}: {gate['reason']}", "", "The comment file:", "", "```markdown",
                   run.comment.strip(), "```", ""]
-    trainings = [r for r in result["first_runs"] if r["stage"] == "train"]
+    trainings = sorted((r for r in result["first_runs"] if r["stage"].startswith("train@")), key=lambda r: r["start"])
+    t0 = min((r["start"] for r in trainings), default=0)
     lines += ["## Trainings logged at once to the PostgreSQL-backed server (CI run 1)", "",
-              "| run | status | epochs | val_acc points |", "|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['status']} | {r['epochs_run']} | {r['val_acc_points']} |" for r in trainings]
+              "| run | status | epochs | val_acc points logged | started (s) | ended (s) |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['name']} | {r['status']} | {r['epochs_run']} | {r['val_acc_points']} | {r['start'] - t0:.1f} | "
+              f"{r['end'] - t0:.1f} |" for r in trainings]
     left = [r for r in result["all_runs"] if r["status"] == "RUNNING"]
     lines += ["", f"Runs on the server at the end: {len(result['all_runs'])}; left RUNNING: {len(left)}.", ""]
     return "\n".join(lines)
