@@ -30,6 +30,7 @@ def rehearsal():
     if shutil.which("initdb") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
         pytest.fail("PostgreSQL is not installed: `make setup` installs it")
     work = Path(tempfile.mkdtemp(prefix="fmnist-rehearsal-", dir="/tmp"))
+    work.chmod(0o755)  # as root, PostgreSQL runs as the postgres user, which must reach its folder
     try:
         yield rehearse(_committed_tree(), work / "w")
     finally:

@@ -89,7 +89,8 @@ def start_postgres(pgdata: Path, port: int) -> None:
             shutil.chown(pgdata, "postgres")
         # trust on loopback only: the server listens on 127.0.0.1 and a socket in its own directory
         _run(_as_postgres([pg_tool("initdb"), "-D", str(pgdata), "-U", DB_USER, "--auth=trust", "-E", "UTF8"]),
-             "initdb")
+             "initdb" + (" (as the postgres user, which must be able to enter every folder above --dir)"
+                         if os.geteuid() == 0 else ""))
         fresh = True
     else:
         fresh = False
