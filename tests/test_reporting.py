@@ -270,3 +270,13 @@ def test_mlflow_alone_rebuilds_the_seeds_from_the_seed_group(seeded):
 def test_divergence_sentence_names_where_the_rule_broke_and_the_peak():
     text = divergence(losses([0.9, 0.4, 90.0, 4.6e10])).sentence()
     assert text.startswith("validation loss broke the rule at epoch 3 and reached 4.6e+10 at epoch 4")
+
+
+def test_converged_or_cut_reads_the_early_stop_and_the_diminishing_returns_point():
+    from fmnist.reporting.tables import stopping_cell
+
+    assert stopping_cell("sklearn", True) == "single fit"
+    assert stopping_cell("network", True) == "converged"  # patience ran out inside the budget
+    assert stopping_cell("network", False, 9, 15) == "converged (diminishing returns at epoch 9 of 15)"
+    assert stopping_cell("network", False, 4, 4) == "cut by the budget"  # still gaining at the last epoch
+    assert stopping_cell("network", False, None, 4) == "cut by the budget"

@@ -74,8 +74,8 @@ _HEADERS = {"arch": "architecture", "kind": "kind", "num_params": "parameters", 
 LEADERBOARD_HEADERS = [_HEADERS.get(col, col) for col in LEADERBOARD_COLUMNS]
 LEADERBOARD_NOTE = (
     "**converged or cut**: converged when the run's early-stopping point (patience run out on validation) "
-    "came inside its budget, cut when the budget ended first (for schedules that anneal to the end of the "
-    "budget, one-cycle and cosine, by design). **test acc (evaluated)**: the stage's model (its first seed) "
+    "came inside its budget, or its diminishing-returns point (see the epoch tables) came before its last "
+    "epoch, so the last epochs added less than the tolerance; cut when the budget ended first. **test acc (evaluated)**: the stage's model (its first seed) "
     "scored by the evaluate stage, in fp32. **test acc over seeds**: the mean and sample standard deviation of "
     "the test accuracy of each seed's kept model, scored while training (under the run's precision, e.g. bf16 "
     "autocast, so the first seed's figure can differ from the evaluated one in the last digits), over the n "
@@ -97,16 +97,24 @@ def seeds_cell(mean: float | None, std: float | None, n: int | None) -> str:
     return f"{mean:.4f}{f' ± {std:.4f}' if std is not None else ''} (n={n})"
 
 
-def stopping_cell(kind: str | None, converged: bool | str | None) -> str:
-    """Whether the run reached its plateau (the early-stopping point, inside the budget) or the budget cut it."""
+def stopping_cell(kind: str | None, converged: bool | str | None, diminishing_epoch: int | None = None,
+                  epochs_run: int | None = None) -> str:
+    """Whether the run reached its plateau (the early-stopping point inside the budget, or the
+    diminishing-returns point before its last epoch) or the budget cut it."""
     if isinstance(converged, str):
         return converged  # already a cell (a row read back from tables.json)
     if kind == "sklearn":
         return "single fit"
-    return "" if converged is None else ("converged" if converged else "cut by the budget")
+    if converged is None:
+        return ""
+    if converged:
+        return "converged"
+    if diminishing_epoch is not None and epochs_run is not None and diminishing_epoch < epochs_run:
+        return f"converged (diminishing returns at epoch {diminishing_epoch} of {epochs_run})"
+    return "cut by the budget"
 
 
-def leaderboard_row(entry: dict) -> dict:
+def leaderboard_row(entry: dict, diminishing_epoch: int | None = None) -> dict:
     """One row: the run record's columns, the test accuracy over seeds, the published reference.
 
     An entry without seed keys (a record from before several seeds) counts as one seed, the evaluated
@@ -119,14 +127,15 @@ def leaderboard_row(entry: dict) -> dict:
     ours = seeds["test_acc_mean"] if seeds["test_acc_mean"] is not None else row["test_acc"]
     row.update(seeds, n_classes=entry.get("n_classes"))
     row[SEEDS_COLUMN] = seeds_cell(seeds["test_acc_mean"], seeds["test_acc_std"], seeds["n_seeds"])
-    row["converged"] = stopping_cell(row["kind"], row["converged"])
+    row["converged"] = stopping_cell(row["kind"], row["converged"], diminishing_epoch, row.get("epochs_run"))
     row.update(compare(row["arch"], ours, row["n_classes"]))
     return row
 
 
-def leaderboard(entries: list[dict]) -> list[dict]:
-    """Rows sorted by test accuracy of the evaluated model, best first (leaderboard_row)."""
-    rows = [leaderboard_row(entry) for entry in entries]
+def leaderboard(entries: list[dict], diminishing: dict[str, int | None] | None = None) -> list[dict]:
+    """Rows sorted by test accuracy of the evaluated model, best first (leaderboard_row); `diminishing`:
+    each architecture's diminishing-returns epoch, from its epoch table."""
+    rows = [leaderboard_row(entry, (diminishing or {}).get(entry.get("arch"))) for entry in entries]
     return sorted(rows, key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), r["arch"]))
 
 
@@ -153,9 +162,9 @@ class ReportTables:
 
 
 def build_tables(inputs: ReportInputs) -> ReportTables:
-    board = leaderboard(inputs.entries)
     tables = [epoch_time_table(arch, inputs.histories[arch], inputs.tolerance, inputs.rules[arch])
               for arch in inputs.architectures]
+    board = leaderboard(inputs.entries, {t.arch: t.diminishing_epoch for t in tables})
     return ReportTables(board, tables)
 
 
