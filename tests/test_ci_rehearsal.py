@@ -47,12 +47,14 @@ def test_the_first_push_trains_every_architecture_at_once_and_names_a_champion(r
         assert run["status"] == "FINISHED"
         assert run["epochs_run"] >= 1 and run["val_acc_points"] == run["epochs_run"], run  # every epoch arrived
     assert max(r["start"] for r in trainings) < min(r["end"] for r in trainings)  # all four were running together
-    assert all(set(stages) == {"download", "preprocess", "split"} for stages in first.restored.values())
+    for arch in ARCHS:  # no dvc.lock on the branch yet: the data comes from the run cache, or is built
+        assert {"download", "preprocess", "split"} <= set(first.restored[arch]) | set(first.rebuilt[arch])
 
 
 def test_a_changed_recipe_retrains_only_its_architecture(rehearsal):
     for run in rehearsal["runs"][1:]:
         assert run.planned == ["cnn1"]
+        assert run.rebuilt == {"cnn1": []}  # the data came by dvc.lock from the remote
         assert run.report["merged"] == ["train@cnn1"]
         assert not any(s.startswith("train@") for s in run.report["ran"])  # the report job never trains
         assert "evaluate@cnn1" in run.report["ran"] and "report" in run.report["ran"]

@@ -28,6 +28,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from fmnist.ci import server as srv
+from fmnist.ci.plan import stages_to_run
 from fmnist.ci.steps import FROM_CACHE
 
 ARCHS = ["mlp", "cnn1", "fastcnn", "sk_logreg"]
@@ -49,6 +50,7 @@ class CiRun:
     report: dict = field(default_factory=dict)
     comment: str = ""
     restored: dict[str, list[str]] = field(default_factory=dict)  # train job -> stages from the run cache
+    rebuilt: dict[str, list[str]] = field(default_factory=dict)  # train job -> data stages it ran itself
 
 
 class Rehearsal:
@@ -138,7 +140,9 @@ class Rehearsal:
             log.close()
             if code != 0:
                 raise RuntimeError(f"train job {arch} failed; see {log.name}")
-            run.restored[arch] = FROM_CACHE.findall(Path(log.name).read_text())
+            text = Path(log.name).read_text()
+            run.restored[arch] = FROM_CACHE.findall(text)
+            run.rebuilt[arch] = [s for s in stages_to_run(text) if not s.startswith("train@")]
         run.seconds["train (matrix)"] = time.monotonic() - started
         started = time.monotonic()
         comment = self.work / f"{name}-comment.md"
@@ -218,6 +222,8 @@ def transcript(result: dict) -> str:
                   "- timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.seconds.items()),
                   "- train jobs restored from the run cache: " + "; ".join(
                       f"{arch}: {', '.join(stages) or 'nothing'}" for arch, stages in run.restored.items()),
+                  "- train jobs ran data stages themselves: " + "; ".join(
+                      f"{arch}: {', '.join(stages) or 'none'}" for arch, stages in run.rebuilt.items()),
                   f"- report job ran: {', '.join(run.report['ran']) or 'nothing'}; restored from the run cache: "
                   f"{', '.join(run.report['from_run_cache']) or 'nothing'}",
                   f"- gate: {gate['decision']}: {gate['reason']}", "", "The comment file:", "", "```markdown",
