@@ -16,12 +16,12 @@ log = logging.getLogger("fmnist")
 LOCK = "dvc.lock"
 
 
-def dvc(*args: str, root: Path = Path("."), check: bool = True) -> subprocess.CompletedProcess:
+def dvc(*args: str, root: Path = Path("."), check: bool = True, echo: bool = True) -> subprocess.CompletedProcess:
     """Run `dvc ARGS` in `root` with this interpreter's DVC, echoing its output; a failure is one line."""
     log.info("$ dvc %s", " ".join(args))
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
     output = (done.stdout + done.stderr).strip()
-    if output:
+    if output and echo:
         print(output, flush=True)
     if check and done.returncode != 0:
         last = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["(no output)"])[-1]

@@ -7,12 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from fmnist.ci import dvc as dvc_steps
-from fmnist.core.errors import FmnistError
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 
@@ -42,12 +39,7 @@ def dry_run(root: Path = Path(".")) -> str:
     run, nothing run. Outputs that are only in the remote (not pulled here) count as up to date when
     their stage's deps and params match dvc.lock. The stages downstream of training are left out: their
     deps (the models) are not here, and they run in the report job anyway."""
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--allow-missing", "--glob", "train@*"],
-                          cwd=root, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise FmnistError(f"dvc repro --dry failed: {last}; run it by hand to see why")
-    return done.stdout
+    return dvc_steps.dvc("repro", "--dry", "--allow-missing", "--glob", "train@*", root=root, echo=False).stdout
 
 
 def github_output(archs: list[str], path: str | None = None) -> str:

@@ -126,7 +126,8 @@ def train_later_seed(plan: RunPlan, paths: TrainPaths, root: Path, resume: bool,
     """Train one later seed into its stash, or reuse it when an earlier start of the stage finished it with the
     same recipe, data and code (and its MLflow run is FINISHED)."""
     data = load_fit_data(plan, paths)
-    key = _run_key(plan, data, paths)[2]
+    hashed = {k: file_sha256(p) for k, p in paths.inputs().items()}  # once: the data files are large
+    key = _run_key(plan, data, paths, hashed)[2]
     done_file = paths.model_dir.parent / "done.json"
     if resume and done_file.is_file():
         done = read_json(done_file)
@@ -138,14 +139,15 @@ def train_later_seed(plan: RunPlan, paths: TrainPaths, root: Path, resume: bool,
                      done["run_id"])
             return read_summary(paths.metrics_file)
     done_file.unlink(missing_ok=True)
-    summary = run_training(plan, data, paths, root, resume, tags)
+    summary = run_training(plan, data, paths, root, resume, tags, key=_run_key(plan, data, paths, hashed))
     write_json(done_file, {"key": key, "run_id": read_pointer(paths.model_dir).run_id})
     return summary
 
 
-def _run_key(plan: RunPlan, data: FitData, paths: TrainPaths) -> tuple[dict, dict, dict]:
+def _run_key(plan: RunPlan, data: FitData, paths: TrainPaths,
+             data_hashes: dict[str, str] | None = None) -> tuple[dict, dict, dict]:
     """(logged params, data hashes, the resume key): what makes two trainings the same one."""
-    data_hashes = {k: file_sha256(p) for k, p in paths.inputs().items()}
+    data_hashes = data_hashes or {k: file_sha256(p) for k, p in paths.inputs().items()}
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     logged = plan.logged_params(sizes)
     return logged, data_hashes, run_key(logged, data_hashes)
@@ -191,8 +193,8 @@ def _not_resumable(client: MlflowClient, run_id: str) -> str | None:
 
 def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = Path("."),
                  resume: bool = True, extra_tags: dict[str, str] | None = None,
-                 seeds: SeedOutputs | None = None) -> RunSummary:
-    logged, data_hashes, key = _run_key(plan, data, paths)
+                 seeds: SeedOutputs | None = None, key: tuple[dict, dict, dict] | None = None) -> RunSummary:
+    logged, data_hashes, key = key or _run_key(plan, data, paths)
     state_file = state_path(root, paths.model_dir)
     with store_errors(mlflow.get_tracking_uri()):
         saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
