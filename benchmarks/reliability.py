@@ -36,10 +36,10 @@ def make_project(data: Path, recipes: dict, architectures: list[str]) -> Path:
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, repo / item)
     shutil.copytree(data, repo / "data", ignore=shutil.ignore_patterns("raw"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update(profile="quick", architectures=architectures)
+    params.update(profile="quick", train_recipes=architectures)
     params["train"]["device"] = "cpu"
     for arch, budget in recipes.items():
-        params["recipes"][arch]["quick"] = budget
+        params["recipes"][arch].setdefault("budgets", {})["quick"] = budget
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True)

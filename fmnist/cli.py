@@ -10,39 +10,12 @@ import sys
 from pathlib import Path
 
 from fmnist.ci import commands as ci_commands
-from fmnist.core.config import PROFILES, ConfigError, load_params, parse_params, read_params_file
+from fmnist.core.config import ConfigError, load_file, load_params
 from fmnist.core.entry import run_main
-from fmnist.core.io import atomic_write_text
+from fmnist.params_edit import set_profile
 from fmnist.models.checks import check_params
 
 OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
-
-
-def set_profile(params_file: Path, profile: str) -> None:
-    """Set the top-level `profile:` and change nothing else: ruamel.yaml's round-trip parser gives
-    the value's exact position, and only that scalar is replaced (a dump would reflow the file).
-    The result is validated before anything is written."""
-    from ruamel.yaml import YAML
-
-    if profile not in PROFILES:
-        raise ConfigError(f"profile: got {profile!r}, allowed values: {', '.join(PROFILES)}")
-    check_params(parse_params({**read_params_file(params_file), "profile": profile}))
-    text = params_file.read_text()
-    try:
-        data = YAML().load(text)
-    except Exception as err:  # ruamel's stricter parser (duplicate keys, ...) raises several types
-        raise ConfigError(f"{params_file}: cannot be edited safely ({str(err).splitlines()[0]}); fix the file "
-                          "or edit profile: by hand") from None
-    if "profile" not in data:
-        raise ConfigError(f"{params_file}: no top-level 'profile:' key to change; add `profile: {profile}`")
-    line, column = data.lc.value("profile")
-    lines = text.splitlines(keepends=True)
-    old = str(data["profile"])
-    if lines[line][column:column + len(old)] != old:
-        raise ConfigError(f"{params_file}: write the profile as a plain value (`profile: full`), not quoted or "
-                          "in flow style, so it can be switched")
-    lines[line] = lines[line][:column] + profile + lines[line][column + len(old):]
-    atomic_write_text(params_file, "".join(lines))
 
 
 def _env_with_this_python() -> dict[str, str]:
@@ -53,20 +26,21 @@ def _env_with_this_python() -> dict[str, str]:
 
 def run_pipeline(profile: str, params_file: Path) -> int:
     """Set the profile in params.yaml (so params, dvc.lock and outputs agree), then `dvc repro`.
-    Every recipe is checked against its model (set_profile) before any stage runs."""
-    set_profile(params_file, profile)
+    Every recipe is checked against its network before any stage runs."""
+    set_profile(params_file, profile, check_params)
     return subprocess.call([sys.executable, "-m", "dvc", "repro"], env=_env_with_this_python())
 
 
 def train_and_evaluate(arch: str, overrides: list[str], params_file: Path, resume: bool = True) -> int:
-    """One architecture outside DVC, with overrides: its train then evaluate workflow, in this process."""
+    """One recipe outside DVC, with overrides: its train then evaluate workflow, in this process."""
     from fmnist.workflows.evaluate import EvalPaths, evaluate_architecture
     from fmnist.workflows.train import TrainPaths, train_architecture
 
     params = load_params(params_file, overrides)
-    summary = train_architecture(params, arch, TrainPaths.for_arch(arch), resume=None if resume else False)
+    run = params.run_of(arch)
+    summary = train_architecture(run, TrainPaths.for_arch(arch), resume=None if resume else False)
     print(summary.describe())
-    evaluation = evaluate_architecture(params, arch, EvalPaths.for_arch(arch))
+    evaluation = evaluate_architecture(arch, run.train, params.evaluate, EvalPaths.for_arch(arch))
     print(evaluation.describe(arch))
     return 0
 
@@ -78,7 +52,7 @@ def tables_experiment(experiment: str | None, params_file: Path) -> tuple[str, s
         return experiment, "--experiment"
     if not params_file.is_file():
         raise ConfigError(f"{params_file}: not found, so the profile's experiment is unknown; run from the project "
-                          "root, or pass --experiment NAME (fmnist, fmnist-cpu or fmnist-quick) to read MLflow alone")
+                          "root, or pass --experiment NAME (e.g. fmnist-cpu) to read MLflow alone")
     params = load_params(params_file)
     return params.experiment, f"the {params.profile} profile in {params_file}"
 
@@ -148,6 +122,25 @@ def show_experiments(saved: Path | None, all_columns: bool) -> str:
     return exps_markdown(show, all_columns)
 
 
+def show_recipe(name: str, profile: str | None, params_file: Path) -> str:
+    """A recipe as a profile runs it (every layer merged), as YAML: what `--cfg job` prints in Hydra."""
+    import yaml
+
+    params = load_params(params_file, profile=profile)
+    check_params(params, [name])
+    recipe = params.recipe(name).model_dump(mode="json")
+    head = (f"# recipes.{name} as profile '{params.profile}' runs it (experiment {params.experiment}); "
+            f"every layer of {params_file} merged\n")
+    return head + yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None, width=110)
+
+
+def list_profiles(params_file: Path) -> str:
+    raw = load_file(params_file)
+    rows = [f"{'*' if name == raw.profile else ' '} {name:<8} {p.experiment:<16} {p.about}"
+            for name, p in raw.profiles.items()]
+    return "\n".join(["  profile  experiment       what it is for (* = active)", *rows])
+
+
 def list_stale_runs(close: bool) -> int:
     """Runs whose process is gone but which still say RUNNING: listed, or closed as KILLED."""
     from mlflow import MlflowClient
@@ -189,11 +182,15 @@ def predict(images: list[str], model_uri: str | None, params_file: Path, allow_u
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    prof = sub.add_parser("profile", help=f"set params.yaml's profile ({', '.join(PROFILES)})")
-    prof.add_argument("name", choices=PROFILES)
+    prof = sub.add_parser("profile", help="set params.yaml's profile (a name under its profiles:)")
+    prof.add_argument("name")
+    profs = sub.add_parser("profiles", help="list the profiles params.yaml defines")
     pipe = sub.add_parser("pipeline", help="set the profile and run the whole DVC pipeline (dvc repro)")
-    pipe.add_argument("name", choices=PROFILES)
-    train = sub.add_parser("train", help="train and evaluate one architecture with param overrides")
+    pipe.add_argument("name")
+    rec = sub.add_parser("recipe", help="print a recipe as a profile runs it, every layer merged")
+    rec.add_argument("name")
+    rec.add_argument("--profile", help="a profile under profiles: (default: params.yaml's profile:)")
+    train = sub.add_parser("train", help="train and evaluate one recipe with param overrides")
     train.add_argument("arch")
     train.add_argument("--no-resume", action="store_true",
                        help="start at epoch 1 even if an interrupted run of the same recipe saved its state")
@@ -212,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
                                       "registered model named in params.yaml for its profile)")
     pred.add_argument("--allow-unverified", action="store_true",
                       help="load a model whose SHA-256 fmnist did not record (only one you trust: it is a pickle)")
-    sub.add_parser("models", help="list the registered architectures")
+    sub.add_parser("models", help="list the registered networks (a recipe names one with `network:`)")
     runs = sub.add_parser("runs", help="MLflow runs left RUNNING by a process that is gone")
     runs.add_argument("--stale", action="store_true", help="list them (the default)")
     runs.add_argument("--close", action="store_true", help="close them as KILLED, with the reason as a tag")
@@ -222,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     exps.add_argument("--input", type=Path, help="read this saved `dvc exp show --json` output instead of "
                                                  "running it")
     ci_commands.add_parsers(sub)
-    for p in (prof, pipe, train, pred, tables):
+    for p in (prof, profs, pipe, rec, train, pred, tables):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
     run_main(lambda: _dispatch(args))
@@ -230,7 +227,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "profile":
-        set_profile(args.params, args.name)
+        set_profile(args.params, args.name, check_params)
+    elif args.command == "profiles":
+        print(list_profiles(args.params))
+    elif args.command == "recipe":
+        print(show_recipe(args.name, args.profile, args.params), end="")
     elif args.command == "pipeline":
         return run_pipeline(args.name, args.params)
     elif args.command == "train":

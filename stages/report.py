@@ -5,7 +5,7 @@ import _bootstrap  # noqa: F401,I001 (first: the project's environment)
 from pathlib import Path
 
 from fmnist.core.entry import load, parser, run_main
-from fmnist.core.gate import GateRule
+from fmnist.reporting.gate import GateRule
 from fmnist.workflows.report import ReportPaths, ReportSettings, write_report
 
 
@@ -20,7 +20,7 @@ def main() -> None:
                         eval_figures_dir=args.out / "eval", out_dir=args.out,
                         summary_metrics=args.summary)
     settings = ReportSettings(experiment=params.experiment, profile=params.profile,
-                              architectures=params.architectures,
+                              architectures=params.train_recipes,
                               tolerance=params.report.diminishing_returns_tolerance,
                               registered_model=params.registered_model,
                               gate=GateRule(params.report.gate.margin, params.report.gate.test_tolerance))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT
 
@@ -20,7 +21,7 @@ sys.meta_path.insert(0, BlockTorch())
 """
 
 TORCH_FREE = ["fmnist.core.config", "fmnist.core.runs", "fmnist.core.entry", "fmnist.core.errors", "fmnist.core.io",
-              "fmnist.core.stopping", "fmnist.core.gate", "fmnist.models", "fmnist.models.registry", "fmnist.reporting.tables",
+              "fmnist.core.stopping", "fmnist.reporting.gate", "fmnist.models", "fmnist.models.registry", "fmnist.reporting.tables",
               "fmnist.reporting.sources", "fmnist.reporting.render", "fmnist.reporting.figures",
               "fmnist.workflows.report"]
 
@@ -58,13 +59,16 @@ def fmnist_imports(path: Path) -> set[str]:
 # package -> fmnist packages it must never import (the layers above it; fmnist.ci sits beside the CLI)
 FORBIDDEN = {
     "core": ("fmnist.data", "fmnist.models", "fmnist.training", "fmnist.tracking", "fmnist.reporting",
-             "fmnist.workflows", "fmnist.cli", "fmnist.predict", "fmnist.ci"),
+             "fmnist.workflows", "fmnist.cli", "fmnist.predict", "fmnist.ci", "fmnist.params_edit"),
     "data": ("fmnist.models", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
     "models": ("fmnist.data", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
     "training": ("fmnist.tracking", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
     "tracking": ("fmnist.data", "fmnist.models", "fmnist.training", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
     "reporting": ("fmnist.data", "fmnist.models", "fmnist.training", "fmnist.workflows", "fmnist.ci"),
-    "workflows": ("fmnist.cli", "fmnist.ci"),
+    "workflows": ("fmnist.cli", "fmnist.ci", "fmnist.params_edit"),
+    # CI drives DVC and the CLI's commands from beside the CLI: it runs stages as processes, never in-process
+    "ci": ("fmnist.cli", "fmnist.data", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows",
+           "fmnist.predict"),
 }
 
 
@@ -81,3 +85,109 @@ def test_no_source_module_is_much_over_300_lines():
                                                    *ROOT.glob("benchmarks/**/*.py")]
             if (n := len(p.read_text().splitlines())) > 330}
     assert not long, long
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """fmnist_imports without those under `if TYPE_CHECKING:` (annotations only: never executed)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+                   for n in ast.walk(node)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return {n for n in names if n.startswith("fmnist.")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """fmnist module -> the fmnist modules it imports when run, anywhere in its file (inside functions too)."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (ROOT / "fmnist").rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in runtime_imports(path):  # `from fmnist.a import b`: fmnist.a, and fmnist.a.b if a module
+            targets |= {imported} & modules.keys()
+        graph[name] = targets - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles_anywhere_in_fmnist():
+    assert cycles(import_graph()) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = import_graph()
+    assert "fmnist.core.config" in graph["fmnist.training.plan"]  # the graph sees real imports
+    assert "fmnist.training.plan" not in graph["fmnist.training.trainers"]  # an annotation's import is not one
+
+
+# The config boundary (resolves profiles; the CLI lists them and sets the active one) and the CI rehearsal,
+# a scenario that picks a profile as a user does.
+BOUNDARY = {"fmnist/core/config.py", "fmnist/core/layers.py", "fmnist/cli.py", "fmnist/params_edit.py",
+            "fmnist/ci/rehearsal.py"}
+
+
+def profile_branches(path: Path) -> list[str]:
+    """Comparisons involving a profile (`x.profile == ...`, `profile in ...`) and the profile names the
+    project's params define written out as strings ("cpu" left out: it is also a device)."""
+    names = set(yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"]) - {"cpu"}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(getattr(s, "attr", getattr(s, "id", None)) == "profile" for s in sides):
+                found.append(f"line {node.lineno}: compares a profile")
+        elif isinstance(node, ast.Constant) and node.value in names:
+            found.append(f"line {node.lineno}: the profile name {node.value!r}")
+    return found
+
+
+def test_nothing_below_the_config_branches_on_a_profile_name():
+    found = {f"{p.relative_to(ROOT)} {what}" for p in (ROOT / "fmnist").rglob("*.py")
+             if p.relative_to(ROOT).as_posix() not in BOUNDARY
+             for what in profile_branches(p)}
+    assert not found, sorted(found)
+
+
+def test_the_profile_branch_finder_finds_one(tmp_path):
+    code = tmp_path / "x.py"
+    code.write_text('if params.profile == "cpu":\n    epochs = 3\nlabel = "quick"\n')
+    assert profile_branches(code) == ["line 1: compares a profile", "line 3: the profile name 'quick'"]

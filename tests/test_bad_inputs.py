@@ -26,11 +26,11 @@ SETUP_TIMEOUT = 300
 
 def params_file(project: Path) -> dict:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data.update(profile="quick", architectures=["mlp", "sk_logreg"])
+    data.update(profile="quick", train_recipes=["mlp", "sk_logreg"])
     data["train"]["device"] = "cpu"
     data["download"]["mirrors"] = []
-    data["recipes"]["mlp"]["quick"] = {"epochs": 1, "train_subset": 200}
-    data["recipes"]["sk_logreg"]["quick"] = {"model": {"max_iter": 10}}
+    data["recipes"]["mlp"]["budgets"]["quick"] = {"epochs": 1, "train_subset": 200}
+    data["recipes"]["sk_logreg"]["budgets"]["quick"] = {"model": {"max_iter": 10}}
     return data
 
 
@@ -192,7 +192,7 @@ def full_disk(project):
     store = project / "scratch" / "full-disk.db"  # a new, small store: the first big write is ours
     store.unlink(missing_ok=True)
     return run(sys.executable, str(ROOT / "stages/train.py"), "--arch", "mlp", "--set",
-               "recipes.mlp.quick.epochs=2", cwd=project, preexec_fn=limit,
+               "recipes.mlp.budgets.quick.epochs=2", cwd=project, preexec_fn=limit,
                env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
 
 
@@ -234,7 +234,7 @@ def dvc_repro_typo(project):
         for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
             assert run(*cmd, cwd=repo).returncode == 0
     data = params_file(project)
-    data["recipes"]["mlp"]["quick"]["epochs"] = 0
+    data["recipes"]["mlp"]["budgets"]["quick"]["epochs"] = 0
     (repo / "params.yaml").write_text(yaml.safe_dump(data))
     before = snapshot(repo / "models")
     done = run(sys.executable, "-m", "dvc", "repro", "--single-item", "train@mlp", cwd=repo, timeout=300)
@@ -244,7 +244,7 @@ def dvc_repro_typo(project):
 
 CASES = {
     # params.yaml and overrides
-    "epochs 0": (train_set("recipes.mlp.quick.epochs=0"), "recipes.mlp.quick.epochs: got 0, allowed range [1, inf]"),
+    "epochs 0": (train_set("recipes.mlp.budgets.quick.epochs=0"), "recipes.mlp.budgets.quick.epochs: got 0, allowed range [1, inf]"),
     "lr NaN": (train_set("recipes.mlp.optimizer.lr=.nan"), "recipes.mlp.optimizer.lr: got nan, expected a finite"),
     "lr inf": (train_set("recipes.mlp.optimizer.lr=.inf"), "recipes.mlp.optimizer.lr: got inf, expected a finite"),
     "lr negative": (train_set("recipes.mlp.optimizer.lr=-1"), "recipes.mlp.optimizer.lr: got -1.0, allowed range"),
@@ -255,9 +255,9 @@ CASES = {
     "bool as string": (train_set("train.deterministic=maybe"), "train.deterministic: got 'maybe', expected true or false"),
     "unknown optimiser": (train_set("recipes.mlp.optimizer.name=rmsprop"), "allowed values: adam, adamw, sgd"),
     "unknown device": (train_set("train.device=tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
-    "unknown profile": (train_set("profile=fast"), "profile: got 'fast', allowed values: full, cpu, quick"),
+    "unknown profile": (train_set("profile=fast"), "profile: got 'fast', allowed values: full, cpu, quick (the names under profiles:"),
     "zoom out of range": (train_set("recipes.mlp.augment.zoom=0.9"), "augment.zoom: got 0.9, allowed range [0, 0.5]"),
-    "unknown architecture": (train_with(arch="vgg99"), "no recipe for architecture 'vgg99'"),
+    "unknown architecture": (train_with(arch="vgg99"), "recipes.vgg99: no recipe 'vgg99'"),
     "unknown model option": (train_set("recipes.mlp.model.hiden=[3]"), "recipes.mlp.model: unknown option 'hiden'"),
     "bad model value": (train_set("recipes.mlp.model.dropout=1.5"), "recipes.mlp.model: options"),
     "momentum with adam": (train_set("recipes.mlp.optimizer={name: adam, momentum: 0.9}"), "only sgd takes momentum"),
@@ -313,10 +313,10 @@ CASES = {
                                                     cwd=p))[1], "scratch/file/m is not writable (Not a directory"),
     "full disk": (full_disk, "cannot be written (File too large)"),
     "second training of one architecture": (locked, "models/mlp is being written by pid"),
-    "params typo under dvc repro": (dvc_repro_typo, "recipes.mlp.quick.epochs: got 0, allowed range [1, inf]"),
+    "params typo under dvc repro": (dvc_repro_typo, "recipes.mlp.budgets.quick.epochs: got 0, allowed range [1, inf]"),
     "mlflow run with an unknown architecture": (
         lambda p: run(str(Path(sys.executable).parent / "mlflow"), "run", str(ROOT), "-e", "train", "-P", "arch=vgg99",
-                      "--env-manager", "local", cwd=p, timeout=180), "no recipe for architecture 'vgg99'"),
+                      "--env-manager", "local", cwd=p, timeout=180), "recipes.vgg99: no recipe 'vgg99'"),
 }
 
 
@@ -337,6 +337,6 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(project, case):
 
 
 def test_fmnist_debug_shows_the_traceback(project):
-    done = stage("train", "--arch", "mlp", "--set", "recipes.mlp.quick.epochs=0", cwd=project,
+    done = stage("train", "--arch", "mlp", "--set", "recipes.mlp.budgets.quick.epochs=0", cwd=project,
                  env={"FMNIST_DEBUG": "1"})
     assert done.returncode != 0 and "Traceback" in done.stderr and "ConfigError" in done.stderr

@@ -58,7 +58,7 @@ def test_learned_numbers_by_estimator_type():
 def test_estimator_checkpoint_round_trip(tmp_path):
     train = arrays(100, 1)
     estimator = create_model("sk_logreg").fit(features(train), train.y)
-    path = save_checkpoint(tmp_path / "model.pt", arch="sk_logreg", model_kwargs={}, num_classes=10,
+    path = save_checkpoint(tmp_path / "model.pt", arch="sk_logreg", network="sk_logreg", model_kwargs={}, num_classes=10,
                            class_names=[str(i) for i in range(10)], estimator=estimator)
     assert (tmp_path / "estimator.pkl").is_file()
     model = classifier_from_checkpoint(load_checkpoint(path))

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 
-from fmnist.core.gate import CHALLENGER, CHAMPION, Contender, GateRule, decide
+from fmnist.reporting.gate import CHALLENGER, CHAMPION, Contender, GateRule, decide
 from fmnist.ci.plan import architectures_to_train, github_output, stages_to_run
 from fmnist.cli import main
 

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from fmnist.cli import main, set_profile
+from fmnist.cli import main
+from fmnist.params_edit import set_profile
 from fmnist.core.config import load_params
 from fmnist.core.errors import ConfigError
 
@@ -28,28 +29,10 @@ def params_copy(tmp_path):
     return path
 
 
-def test_set_profile_changes_only_the_profile_and_keeps_comments(params_copy):
-    before = params_copy.read_text()
-    set_profile(params_copy, "quick")
-    after = params_copy.read_text()
-    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
-    assert changed == [("profile: full", "profile: quick")]
-    assert len(before.splitlines()) == len(after.splitlines())
-    assert load_params(params_copy).profile == "quick"
-
-
-def test_set_profile_refuses_and_writes_nothing_when_the_file_is_invalid(params_copy):
-    params_copy.write_text(params_copy.read_text().replace("seed: 42", "seed: -1", 1))
-    before = params_copy.read_text()
-    with pytest.raises(ConfigError, match="seed: got -1"):
-        set_profile(params_copy, "quick")
-    assert params_copy.read_text() == before
-
-
 @pytest.mark.parametrize("args, message", [
     (["train", "mlp", "--set", "recipes.mlp.optimizer.lr=.nan"], "recipes.mlp.optimizer.lr: got nan, expected a finite"),
     (["train", "mlp", "--set", "train.seed=[1"], "override 'train.seed=[1': the value is not valid YAML"),
-    (["train", "vgg99"], "no recipe for architecture 'vgg99'"),
+    (["train", "vgg99"], "no recipe 'vgg99'"),
     (["train", "mlp", "--set", "recipes.mlp.model.hiden=[3]"], "recipes.mlp.model: unknown option 'hiden'"),
     (["tables", "--tracking-uri", "sqlite:////nonexistent/mlflow.db"], "no MLflow database at /nonexistent"),
 ])

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from fmnist.core.config import ConfigError, apply_overrides, load_params, parse_params
+from fmnist.core.config import ConfigError, apply_overrides, load_file, load_params, parse_params
 from fmnist.core.errors import DeviceError
 from fmnist.models.checks import check_params
 from fmnist.training.plan import plan_run
@@ -12,16 +12,21 @@ def repo_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def test_repo_params_load_and_every_architecture_has_a_recipe():
-    params = load_params(ROOT / "params.yaml")
-    assert params.architectures
-    for arch in params.architectures:
-        assert params.recipe(arch).full.epochs >= 1
-    assert params.mlflow.experiment != params.mlflow.quick_experiment
+def test_repo_params_resolve_for_every_profile_they_define():
+    raw = load_file(ROOT / "params.yaml")
+    assert set(raw.profiles) >= {"full", "cpu", "quick"}
+    for name in raw.profiles:
+        params = raw.resolve(name)
+        assert params.experiment == raw.profiles[name].experiment
+        check_params(params)
+        assert all(params.recipe(r).epochs >= 1 for r in params.train_recipes)
 
 
 BAD_VALUES = [
-    (lambda d: d["recipes"]["cnn4"]["full"].update(epochs=0), "recipes.cnn4.full.epochs: got 0, allowed range [1"),
+    (lambda d: d["recipes"]["cnn4"]["budgets"]["quick"].update(epochs=0),
+     "recipes.cnn4.budgets.quick.epochs: got 0, allowed range [1"),
+    (lambda d: d["recipe_bases"]["keras_adam"]["budgets"]["full"].update(epochs=0),
+     "recipe_bases.keras_adam.budgets.full.epochs: got 0, allowed range [1"),
     (lambda d: d["split"].update(val_fraction=1.0), "split.val_fraction: got 1.0, allowed range (0, 1)"),
     (lambda d: d["split"].update(val_fraction=0), "split.val_fraction: got 0.0, allowed range (0, 1)"),
     (lambda d: d["train"].update(devise="cpu"), "train.devise: unknown key in train; allowed keys: seed, device"),
@@ -30,15 +35,27 @@ BAD_VALUES = [
     (lambda d: d["recipes"]["mlp"]["optimizer"].update(name="rmsprop"),
      "recipes.mlp.optimizer.name: got 'rmsprop', allowed values: adam, adamw, sgd"),
     (lambda d: d["train"].update(device="tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
-    (lambda d: d.update(profile="fast"), "profile: got 'fast', allowed values: full, cpu, quick"),
-    (lambda d: d["recipes"]["cnn4"]["optimizer"].update(nesterov=True), "Nesterov momentum needs name: sgd"),
+    (lambda d: d.update(profile="fast"), "profile: got 'fast', allowed values: full, cpu, quick (the names under profiles:"),
+    (lambda d: d["recipes"]["cnn4"].update(optimizer={"nesterov": True}), "Nesterov momentum needs name: sgd"),
     (lambda d: d["preprocess"].update(classes=[0, 11]), "preprocess.classes: got [0, 11]"),
     (lambda d: d["train"].update(deterministic="yes"), "train.deterministic: got 'yes', expected true or false"),
     (lambda d: d["split"].update(seed=-1), "split.seed: got -1, allowed range [0, 4294967295]"),
-    (lambda d: d.update(architectures=[]), "architectures: got [], expected a non-empty list without repeats"),
-    (lambda d: d.update(architectures=["mlp", "mlp"]), "architectures: got ['mlp', 'mlp']"),
-    (lambda d: d["mlflow"].update(quick_experiment="fmnist"), "mlflow.quick_experiment: experiment, cpu_experiment, quick_experiment must all differ"),
-    (lambda d: d["recipes"]["cnn4"]["quick"].update(train_subset=5), "recipes.cnn4.quick.train_subset: got 5"),
+    (lambda d: d.update(train_recipes=[]), "train_recipes: got [], expected a non-empty list without repeats"),
+    (lambda d: d.update(train_recipes=["mlp", "mlp"]), "train_recipes: got ['mlp', 'mlp']"),
+    (lambda d: d.update(train_recipes=["mlp", "vgg99"]), "train_recipes[1]: no recipe 'vgg99' under recipes:"),
+    (lambda d: d["profiles"]["quick"].update(experiment="fmnist"),
+     "profiles.full.experiment: every profile needs its own experiment"),
+    (lambda d: d["profiles"]["quick"].pop("registered_model"), "profiles.quick.registered_model: missing"),
+    (lambda d: d["recipes"]["cnn4"]["budgets"]["quick"].update(train_subset=5),
+     "recipes.cnn4.budgets.quick.train_subset: got 5"),
+    (lambda d: d["recipes"]["cnn4"]["budgets"].update(gpu={"epochs": 3}),
+     "recipes.cnn4.budgets.gpu: no profile 'gpu' in profiles: (it has full, cpu, quick)"),
+    (lambda d: d["recipes"]["cnn4"].pop("network"), "recipes.cnn4.network: the recipe names no network"),
+    (lambda d: d["recipes"]["cnn4"].update(netwrok="cnn4"), "recipes.cnn4.netwrok: unknown key; allowed keys: network"),
+    (lambda d: d["profiles"]["cpu"]["budget"].update(recipe={}) if "budget" in d["profiles"]["cpu"]
+     else d["profiles"]["cpu"].update(budget={"recipe": {}}), "profiles.cpu.budget.recipe: a profile's budget sets"),
+    (lambda d: d["profiles"]["cpu"].update(train={"device": "tpu"}),
+     "profiles.cpu.train.device: got 'tpu', allowed values: auto, cpu, cuda"),
 ]
 
 
@@ -59,22 +76,19 @@ BAD_COMBINATIONS = [
     (lambda d: _recipe(d, augment={"zoom": 0.9}), "recipes.cnn4.augment.zoom: got 0.9, allowed range [0, 0.5]"),
     (lambda d: _recipe(d, label_smoothing=1.0), "recipes.cnn4.label_smoothing: got 1.0, allowed range [0, 1)"),
     (lambda d: _recipe(d, grad_clip=0), "recipes.cnn4.grad_clip: got 0"),
-    (lambda d: _recipe(d, batch_size=30000), "recipes.cnn4.batch_size: 30000 is larger than quick.train_subset"),
+    (lambda d: _recipe(d, batch_size=80000), "recipes.cnn4.batch_size: 80000 is larger than its train_subset"),
 ]
 
 
 # What needs the model registry: checked by fmnist.models.checks.check_params on the parsed params.
 MODEL_CHECKS = [
-    (lambda d: d["recipes"].pop("cnn4"), "recipes.cnn4: no recipe for architecture 'cnn4'"),
-    # a misspelt name is reported as unknown, not as a missing recipe
-    (lambda d: d.update(architectures=["mlp", "vgg99"]),
-     "architectures[1]: unknown architecture 'vgg99'; known architectures: basic_cnn, cnn1, cnn3, cnn4"),
-    (lambda d: d["recipes"].update(vgg99={}), "recipes.vgg99: unknown architecture 'vgg99'; known architectures: "),
+    (lambda d: d["recipes"].update(vgg99={"network": "vgg99"}),
+     "recipes.vgg99.network: unknown network 'vgg99'; registered networks: basic_cnn, cnn1, cnn3, cnn4"),
     (lambda d: d["recipes"]["mlp"]["model"].update(hiden=[3]), "recipes.mlp.model: unknown option 'hiden'"),
     (lambda d: d["recipes"]["mlp"]["model"].update(dropout=1.5), "recipes.mlp.model: options"),
     (lambda d: _recipe(d, finetune={"enabled": True}), "recipes.cnn4.finetune: 'cnn4' has no frozen backbone"),
     (lambda d: _recipe(d, "sk_knn", model={}, optimizer={"name": "sgd"}),
-     "recipes.sk_knn.optimizer: 'sk_knn' is a scikit-learn baseline; only model and the budgets (full, cpu, quick) apply"),
+     "recipes.sk_knn.optimizer: 'sk_knn' is a scikit-learn baseline; only network, model and the budgets' run sizes"),
     (lambda d: _recipe(d, "sk_svc", model={"C": "big"}), "recipes.sk_svc.model: options"),
     (lambda d: _recipe(d, "resnet50_transfer", init="he"), "would overwrite the pretrained weights"),
     (lambda d: _recipe(d, "resnet50_transfer", finetune={"enabled": True, "stages": ["layer9"]}),
@@ -83,10 +97,10 @@ MODEL_CHECKS = [
      "onecycle would raise the fine-tuning lr back to max_lr"),
     (lambda d: _recipe(d, "resnet50_transfer", early_stopping={"stop": True}),
      "early stopping could end the run in the frozen phase"),
-    (lambda d: _recipe(d, "resnet50_transfer", quick={"epochs": 1}),
-     "recipes.resnet50_transfer.quick.epochs: fine-tuning needs at least 2 epochs"),
-    (lambda d: _recipe(d, "shakeshake_resnet34", quick={"epochs": 1, "model": {"width": 0}}),
-     "recipes.shakeshake_resnet34.quick.model: options"),
+    (lambda d: _recipe(d, "resnet50_transfer", budgets={"full": {"epochs": 1}}),
+     "recipes.resnet50_transfer.epochs: fine-tuning needs at least 2 epochs"),
+    (lambda d: _recipe(d, "shakeshake_resnet34", budgets={"full": {"epochs": 1, "model": {"width": 0}}}),
+     "recipes.shakeshake_resnet34.model: options"),
 ]
 
 
@@ -112,8 +126,6 @@ def test_params_the_models_cannot_take_fail_the_model_checks(edit, message):
     assert message in str(err.value)
 
 
-def test_repo_params_pass_the_model_checks():
-    check_params(load_params(ROOT / "params.yaml"))
 
 
 def test_bf16_on_a_cpu_without_native_bf16_fails_when_the_run_is_planned(monkeypatch):
@@ -126,17 +138,18 @@ def test_bf16_on_a_cpu_without_native_bf16_fails_when_the_run_is_planned(monkeyp
     params = parse_params(data)
     check_params(params)
     with pytest.raises(DeviceError, match="recipes.cnn4.precision: precision bf16 needs native bf16 arithmetic"):
-        plan_run(params, "cnn4")
+        plan_run(params.run_of("cnn4"))
 
 
 def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
-    data = apply_overrides(repo_params(), ["recipes.mlp.full.epochs=2", "profile=quick"])
+    data = apply_overrides(repo_params(), ["recipes.mlp.budgets.full.epochs=2", "profile=quick"])
     params = parse_params(data)
-    assert params.recipe("mlp").full.epochs == 2 and params.experiment == "fmnist-quick"
+    assert params.recipe("mlp").epochs == 4 and params.experiment == "fmnist-quick"  # quick's own budget
+    assert parse_params(data, "full").recipe("mlp").epochs == 2
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(repo_params()))
-    with pytest.raises(ConfigError, match="recipes.mlp.full.epochs: got -1"):
-        load_params(path, ["recipes.mlp.full.epochs=-1"])
+    with pytest.raises(ConfigError, match="recipes.mlp.budgets.full.epochs: got -1"):
+        load_params(path, ["recipes.mlp.budgets.full.epochs=-1"])
 
 
 def test_missing_or_broken_params_file(tmp_path):
@@ -150,33 +163,32 @@ def test_missing_or_broken_params_file(tmp_path):
 
 def test_a_budget_recipe_overrides_the_recipe_for_its_profile_only():
     data = repo_params()
-    data["recipes"]["cnn4"]["cpu"] = {"epochs": 3, "recipe": {"optimizer": {"lr": 0.01},
-                                                              "scheduler": {"name": "onecycle", "max_lr": 0.05}}}
-    params = parse_params(data)
-    recipe = params.recipe("cnn4")
-    cpu = recipe.for_profile("cpu")
-    assert (cpu.optimizer.name, cpu.optimizer.lr, cpu.scheduler.name) == (recipe.optimizer.name, 0.01, "onecycle")
-    assert recipe.for_profile("full") is recipe and recipe.for_profile("quick") is recipe
-    data["recipes"]["cnn4"]["cpu"] = None
-    assert parse_params(data).recipe("cnn4").budget("cpu") == parse_params(data).recipe("cnn4").full
+    data["recipes"]["mlp"]["budgets"]["cpu"] = {"epochs": 3, "recipe": {"optimizer": {"lr": 0.01},
+                                                                          "scheduler": {"name": "step"}}}
+    full, cpu = parse_params(data, "full").recipe("mlp"), parse_params(data, "cpu").recipe("mlp")
+    assert (cpu.optimizer.name, cpu.optimizer.lr, cpu.scheduler.name, cpu.epochs) == ("sgd", 0.01, "step", 3)
+    assert (full.optimizer.lr, full.scheduler.name, full.epochs) == (0.05, "plateau", 40)
+    assert cpu.scheduler.factor == full.scheduler.factor == 0.5  # a nested section merges key by key
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"optimizer": {"lr": -1}}, "recipes.cnn4.cpu.recipe: optimizer.lr: got -1"),
-    ({"scheduler": {"name": "onecycle"}}, "recipes.cnn4.cpu.recipe.scheduler.max_lr: onecycle needs max_lr"),
-    ({"model": {"x": 1}}, "recipes.cnn4.cpu.recipe.model: a budget's recipe cannot set 'model'"),
-    ({"full": {"epochs": 2}}, "recipes.cnn4.cpu.recipe.full: a budget's recipe cannot set 'full'"),
+    ({"optimizer": {"lr": -1}}, "recipes.cnn4.budgets.cpu.recipe.optimizer.lr: got -1"),
+    ({"scheduler": {"name": "onecycle"}}, "recipes.cnn4.scheduler.max_lr: onecycle needs max_lr"),
+    ({"model": {"x": 1}}, "recipes.cnn4.budgets.cpu.recipe.model: a budget's recipe cannot set 'model'"),
+    ({"budgets": {"full": {"epochs": 2}}}, "recipes.cnn4.budgets.cpu.recipe.budgets: a budget's recipe cannot set"),
+    ({"extends": "nope"}, "recipes.cnn4.budgets.cpu.recipe.extends: unknown base 'nope'"),
 ])
 def test_a_bad_budget_recipe_names_its_key(override, message):
     data = repo_params()
-    data["recipes"]["cnn4"]["cpu"] = {"recipe": override}
+    data["recipes"]["cnn4"]["budgets"]["cpu"] = {"recipe": override}
     with pytest.raises(ConfigError) as err:
-        parse_params(data)
+        parse_params(data, "cpu")
     assert message in str(err.value)
 
 
 def test_model_checks_see_the_merged_budget_recipe():
     data = repo_params()
-    data["recipes"]["sk_svc"]["cpu"] = {"recipe": {"batch_size": 64}}
-    with pytest.raises(ConfigError, match="recipes.sk_svc.cpu.recipe.batch_size: 'sk_svc' is a scikit-learn"):
-        check_params(parse_params(data))
+    data["recipes"]["sk_svc"]["budgets"]["cpu"] = {"recipe": {"batch_size": 64}}
+    check_params(parse_params(data, "full"))  # only cpu runs it
+    with pytest.raises(ConfigError, match="recipes.sk_svc.batch_size: 'sk_svc' is a scikit-learn"):
+        check_params(parse_params(data, "cpu"))

@@ -80,3 +80,15 @@ def test_the_closure_follows_imports_inside_functions_and_lazy_models():
     assert "fmnist/models/small_cnn.py" in closure  # built by name through the registry
     report = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "stages/report.py")}
     assert not any(p.startswith("fmnist/models/") and not p.endswith("registry.py") for p in report), report
+
+
+@pytest.mark.parametrize("stage", sorted(stage_code_deps()))
+def test_a_stage_depends_on_no_code_it_does_not_import(stage):
+    """A code dep that is a folder holds only modules the stage imports (else a change there would rerun
+    the stage for nothing: as every train stage did for the champion gate when it sat in fmnist/core)."""
+    script, deps = stage_code_deps()[stage]
+    closure = {path.relative_to(ROOT).as_posix() for path in import_closure(script)}
+    false = sorted(f"{dep}: {module.relative_to(ROOT).as_posix()}" for dep in deps if (ROOT / dep).is_dir()
+                   and dep.startswith(("fmnist", "stages")) for module in (ROOT / dep).rglob("*.py")
+                   if module.relative_to(ROOT).as_posix() not in closure)
+    assert not false, f"dvc.yaml stage {stage} depends on modules it never imports: {false}"

@@ -25,7 +25,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.e2e
 DATASET = Path("/usr/share/datasets/fashion-mnist")
 TOP_LEVEL_SKIP = {".venv", ".git", "data", "models", "metrics", "plots", "reports", "mlflow.db", "mlartifacts",
-                  "mlruns", "dvc.lock", ".pytest_cache", ".whl"}
+                  "mlruns", "dvc.lock", ".pytest_cache", ".whl", "resolved"}
 
 
 def skip_outputs(directory, names):
@@ -52,12 +52,12 @@ def pipeline(tmp_path_factory):
     shutil.copytree(ROOT, repo, ignore=skip_outputs)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "quick"
-    params["architectures"] = ["mlp", "cnn4", "sk_logreg"]
+    params["train_recipes"] = ["mlp", "cnn4", "sk_logreg"]
     params["download"]["mirrors"] = []  # offline: the local copy only
     params["split"]["val_fraction"] = 0.05
-    params["recipes"]["mlp"]["quick"] = {"epochs": 2, "train_subset": 3000}
-    params["recipes"]["cnn4"]["quick"] = {"epochs": 1, "train_subset": 500, "eval_subset": 400}
-    params["recipes"]["sk_logreg"]["quick"] = {"train_subset": 1000, "model": {"max_iter": 30}}
+    params["recipes"]["mlp"]["budgets"]["quick"] = {"epochs": 2, "train_subset": 3000}
+    params["recipes"]["cnn4"]["budgets"]["quick"] = {"epochs": 1, "train_subset": 500, "eval_subset": 400}
+    params["recipes"]["sk_logreg"]["budgets"]["quick"] = {"train_subset": 1000, "model": {"max_iter": 30}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -81,7 +81,7 @@ def runs_by_name(repo):
 
 def test_all_stages_ran_and_a_second_repro_does_nothing(pipeline):
     repo, _, first, second = pipeline
-    for stage in ("download", "preprocess", "split", "train@mlp", "train@cnn4", "evaluate@mlp", "report"):
+    for stage in ("download", "preprocess", "split", "resolve", "train@mlp", "train@cnn4", "evaluate@mlp", "report"):
         assert f"Running stage '{stage}'" in first
     assert "Running stage" not in second
     raw = repo / "data" / "raw" / "FashionMNIST" / "raw"
@@ -299,3 +299,27 @@ def wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"no answer from {url} within {seconds} s")
+
+
+def stale_stages(repo, env):
+    return set(re.findall(r"^(\S+):$", sh("dvc", "status", cwd=repo, env=env), re.MULTILINE))
+
+
+@pytest.mark.parametrize("base, key, value, stale", [
+    ("keras_adam", "optimizer", {"name": "adam", "lr": 0.002}, {"train@cnn4", "evaluate@cnn4"}),  # cnn4 extends it
+    ("cyclic_swa", "swa", {"lr": 0.02}, set()),  # no recipe of this DAG extends it
+])
+def test_a_change_to_a_base_reruns_exactly_the_stages_whose_resolved_recipe_changed(pipeline, base, key, value, stale):
+    repo, env, _, _ = pipeline
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    try:
+        params = yaml.safe_load(original)
+        params["recipe_bases"][base][key] = value
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        sh("dvc", "repro", "resolve", cwd=repo, env=env)
+        assert stale_stages(repo, env) == stale
+    finally:
+        params_file.write_text(original)
+        sh("dvc", "repro", "resolve", cwd=repo, env=env)
+    assert stale_stages(repo, env) == set()

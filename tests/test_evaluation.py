@@ -24,7 +24,7 @@ def test_report_metrics_match_a_hand_count():
 def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path):
     torch.manual_seed(0)
     net = create_model("mlp", num_classes=3, hidden=[8]).eval()
-    path = save_checkpoint(tmp_path / "m.pt", arch="mlp", model_kwargs={"hidden": [8]}, num_classes=3,
+    path = save_checkpoint(tmp_path / "m.pt", arch="mlp", network="mlp", model_kwargs={"hidden": [8]}, num_classes=3,
                            state_dict=net.state_dict(), mean=0.3, std=0.4, class_names=NAMES)
     model = classifier_from_checkpoint(load_checkpoint(path))
     x = torch.rand(5, 1, 28, 28)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest import synthetic_images
-from fmnist.core.config import (AugmentConfig, EarlyStoppingConfig, FinetuneConfig, OptimizerConfig, RecipeConfig,
+from fmnist.core.recipe import (AugmentConfig, EarlyStoppingConfig, FinetuneConfig, OptimizerConfig, RecipeConfig,
                            SchedulerConfig, SwaConfig)
 from fmnist.core.errors import DeviceError
 from fmnist.data.prepare import Arrays

@@ -23,12 +23,12 @@ class Killed(BaseException):
 def params(epochs=4):
     p = tiny_params()
     recipes = dict(p.recipes)
-    recipes["mlp"] = recipes["mlp"].model_copy(update={"quick": recipes["mlp"].quick.model_copy(update={"epochs": epochs})})
+    recipes["mlp"] = recipes["mlp"].model_copy(update={"epochs": epochs})
     return p.model_copy(update={"recipes": recipes})
 
 
 def test_an_interrupted_training_resumes_in_the_same_run_and_ends_identical(project, monkeypatch):  # noqa: F811
-    straight = train_architecture(params(), "mlp", TrainPaths.for_arch("mlp", model_dir=project / "straight"),
+    straight = train_architecture(params().run_of("mlp"), TrainPaths.for_arch("mlp", model_dir=project / "straight"),
                                   resume=False)
     straight_history = read_history(project / "metrics/history/mlp.csv")
     real_save = resume_module.save_state
@@ -40,7 +40,7 @@ def test_an_interrupted_training_resumes_in_the_same_run_and_ends_identical(proj
 
     monkeypatch.setattr("fmnist.workflows.train.save_state", save_then_die)
     with pytest.raises(Killed):
-        train_architecture(params(), "mlp", TrainPaths.for_arch("mlp"))
+        train_architecture(params().run_of("mlp"), TrainPaths.for_arch("mlp"))
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     (interrupted,) = [r for r in client.search_runs([client.get_experiment_by_name("fmnist-quick").experiment_id])
                       if r.info.status != "FINISHED"]
@@ -48,7 +48,7 @@ def test_an_interrupted_training_resumes_in_the_same_run_and_ends_identical(proj
     client.update_run(interrupted.info.run_id, status="RUNNING")
     client.set_tag(interrupted.info.run_id, PID_TAG, "999999999")
     monkeypatch.setattr("fmnist.workflows.train.save_state", real_save)
-    resumed = train_architecture(params(), "mlp", TrainPaths.for_arch("mlp"))
+    resumed = train_architecture(params().run_of("mlp"), TrainPaths.for_arch("mlp"))
     run = client.get_run(read_pointer(project / "models/mlp").run_id)
     assert run.info.run_id == interrupted.info.run_id and run.info.status == "FINISHED"
     strip = lambda h: [{k: v for k, v in r.row().items() if "seconds" not in k} for r in h]  # noqa: E731
@@ -65,10 +65,10 @@ def test_a_changed_recipe_starts_afresh_and_says_so(project, monkeypatch, caplog
         raise Killed
     monkeypatch.setattr("fmnist.workflows.train.save_state", die)
     with pytest.raises(Killed):
-        train_architecture(params(), "mlp", TrainPaths.for_arch("mlp"))
+        train_architecture(params().run_of("mlp"), TrainPaths.for_arch("mlp"))
     monkeypatch.setattr("fmnist.workflows.train.save_state", resume_module.save_state)
     with caplog.at_level("INFO", logger="fmnist"):
-        train_architecture(params(epochs=2), "mlp", TrainPaths.for_arch("mlp"))
+        train_architecture(params(epochs=2).run_of("mlp"), TrainPaths.for_arch("mlp"))
     assert "the recipe changed since the saved state" in caplog.text
     assert [r.epoch for r in read_history(project / "metrics/history/mlp.csv")] == [1, 2]
 
@@ -121,9 +121,9 @@ def test_sigterm_ends_a_training_with_one_line_and_the_run_killed(project):  # n
     import yaml
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data.update(profile="quick", architectures=["mlp"])
+    data.update(profile="quick", train_recipes=["mlp"])
     data["train"]["device"] = "cpu"
-    data["recipes"]["mlp"]["quick"] = {"epochs": 200, "train_subset": 300}
+    data["recipes"]["mlp"]["budgets"]["quick"] = {"epochs": 200, "train_subset": 300}
     (project / "params.yaml").write_text(yaml.safe_dump(data))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py"), "--arch", "mlp"], cwd=project, env=env,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import synthetic_images
-from fmnist.core.config import (AugmentConfig, EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig,
+from fmnist.core.recipe import (AugmentConfig, EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig,
                                 SwaConfig)
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer

@@ -16,17 +16,24 @@ def run_stage(script, *args, cwd=ROOT):
 
 
 def test_bad_param_override_fails_before_any_work(tmp_path):
-    result = run_stage("train.py", "--arch", "mlp", "--set", "recipes.mlp.full.epochs=0",
+    result = run_stage("train.py", "--arch", "mlp", "--set", "recipes.mlp.budgets.full.epochs=0",
                        "--model-dir", str(tmp_path / "m"))
     assert result.returncode == 2
-    assert "recipes.mlp.full.epochs: got 0, allowed range [1, inf]" in result.stderr
+    assert "recipes.mlp.budgets.full.epochs: got 0, allowed range [1, inf]" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "m").exists()
 
 
 def test_unknown_architecture_lists_known_ones(tmp_path):
     result = run_stage("train.py", "--arch", "vgg99", "--model-dir", str(tmp_path / "m"))
-    assert result.returncode == 2 and "no recipe for architecture 'vgg99'" in result.stderr
+    assert result.returncode == 2 and "recipes.vgg99: no recipe 'vgg99'; params.yaml has recipes: basic_cnn" in result.stderr
+
+
+def test_a_resolved_file_cannot_be_overridden_or_missing(tmp_path):
+    result = run_stage("train.py", "--run", str(tmp_path / "mlp.json"), "--model-dir", str(tmp_path / "m"))
+    assert result.returncode == 2 and "mlp.json: no resolved recipe; run `dvc repro resolve`" in result.stderr
+    result = run_stage("train.py", "--run", str(tmp_path / "mlp.json"), "--set", "train.seed=1")
+    assert result.returncode == 2 and "--set applies to --arch NAME" in result.stderr
 
 
 def test_corrupt_raw_file_is_named(tmp_path):

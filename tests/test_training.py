@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import synthetic_images
-from fmnist.core.config import EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig
+from fmnist.core.recipe import EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model

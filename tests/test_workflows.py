@@ -22,10 +22,10 @@ from fmnist.workflows.train import TrainPaths, train_architecture
 
 def tiny_params(**overrides):
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data.update(profile="quick", architectures=["mlp", "sk_logreg"])
+    data.update(profile="quick", train_recipes=["mlp", "sk_logreg"])
     data["train"]["device"] = "cpu"
-    data["recipes"]["mlp"]["quick"] = {"epochs": 3, "train_subset": 300}
-    data["recipes"]["sk_logreg"]["quick"] = {"model": {"max_iter": 20}}
+    data["recipes"]["mlp"]["budgets"]["quick"] = {"epochs": 3, "train_subset": 300}
+    data["recipes"]["sk_logreg"]["budgets"]["quick"] = {"model": {"max_iter": 20}}
     for key, value in overrides.items():
         data["train"][key] = value
     return parse_params(data)
@@ -45,8 +45,8 @@ def project(tmp_path, monkeypatch):
 
 
 def train_and_evaluate(arch, params):
-    summary = train_architecture(params, arch, TrainPaths.for_arch(arch))
-    evaluation = evaluate_architecture(params, arch, EvalPaths.for_arch(arch))
+    summary = train_architecture(params.run_of(arch), TrainPaths.for_arch(arch))
+    evaluation = evaluate_architecture(arch, params.train, params.evaluate, EvalPaths.for_arch(arch))
     return summary, evaluation
 
 
@@ -79,13 +79,13 @@ def test_a_baseline_goes_through_the_same_workflow(project):
 
 def test_report_builds_the_leaderboard_from_the_records(project):
     params = tiny_params()
-    for arch in params.architectures:
+    for arch in params.train_recipes:
         train_and_evaluate(arch, params)
     paths = ReportPaths(models_dir=project / "models", train_metrics_dir=project / "metrics/train",
                         eval_metrics_dir=project / "metrics/eval", history_dir=project / "metrics/history",
                         eval_figures_dir=project / "reports/eval", out_dir=project / "reports",
                         summary_metrics=project / "metrics/summary.json")
-    settings = ReportSettings(params.experiment, params.profile, params.architectures,
+    settings = ReportSettings(params.experiment, params.profile, params.train_recipes,
                               params.report.diminishing_returns_tolerance, params.registered_model)
     result = write_report(settings, paths)
     board = {row["arch"]: row for row in result["leaderboard"]}
@@ -99,22 +99,22 @@ def test_report_builds_the_leaderboard_from_the_records(project):
 
 def test_evaluate_refuses_a_run_the_store_does_not_hold(project, monkeypatch):
     params = tiny_params()
-    train_architecture(params, "mlp", TrainPaths.for_arch("mlp"))
+    train_architecture(params.run_of("mlp"), TrainPaths.for_arch("mlp"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'other.db'}")
     with pytest.raises(StoreError, match="is not in the tracking store"):
-        evaluate_architecture(params, "mlp", EvalPaths.for_arch("mlp"))
+        evaluate_architecture("mlp", params.train, params.evaluate, EvalPaths.for_arch("mlp"))
     assert not (project / "metrics/eval/mlp.json").exists()
 
 
 def test_evaluate_without_training_names_the_missing_pointer(project):
     with pytest.raises(OutputError, match="run.json: not found"):
-        evaluate_architecture(tiny_params(), "mlp", EvalPaths.for_arch("mlp"))
+        evaluate_architecture("mlp", tiny_params().train, tiny_params().evaluate, EvalPaths.for_arch("mlp"))
 
 
 def test_plan_resolves_each_kind_once():
     params = tiny_params()
-    network, baseline = plan_run(params, "mlp"), plan_run(params, "sk_logreg")
-    assert network.runtime is not None and network.device.type == "cpu" and network.budget.epochs == 3
+    network, baseline = plan_run(params.run_of("mlp")), plan_run(params.run_of("sk_logreg"))
+    assert network.runtime is not None and network.device.type == "cpu" and network.recipe.epochs == 3
     assert baseline.runtime is None and baseline.model_options["random_state"] == params.train.seed
     assert baseline.logged_params({"train": 1})["epochs"] == 1
 
@@ -124,7 +124,7 @@ def test_plan_refuses_an_unavailable_device(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DeviceError, match="no CUDA device is available"):
-        plan_run(tiny_params(device="cuda"), "mlp")
+        plan_run(tiny_params(device="cuda").run_of("mlp"))
 
 
 def test_epoch_metrics_are_the_history_columns():
@@ -133,13 +133,12 @@ def test_epoch_metrics_are_the_history_columns():
 
 def seeded_params(seeds=2):
     params = tiny_params()
-    data = params.model_dump()
-    data["recipes"]["mlp"]["quick"]["seeds"] = seeds
-    return parse_params(data)
+    recipes = {**params.recipes, "mlp": params.recipes["mlp"].model_copy(update={"seeds": seeds})}
+    return params.model_copy(update={"recipes": recipes})
 
 
 def test_seeds_are_runs_of_one_group_and_the_stage_keeps_them_all(project):
-    summary = train_architecture(seeded_params(3), "mlp", TrainPaths.for_arch("mlp"))
+    summary = train_architecture(seeded_params(3).run_of("mlp"), TrainPaths.for_arch("mlp"))
     pointer = read_pointer(project / "models/mlp")
     recorded, spread = split_spread(read_summary(project / "metrics/train/mlp.json"))
     assert recorded == summary and spread.n_seeds == 3
@@ -164,7 +163,7 @@ def test_seeds_are_runs_of_one_group_and_the_stage_keeps_them_all(project):
 def test_a_failed_first_seed_keeps_the_last_outputs_and_the_rerun_reuses_finished_seeds(project, monkeypatch):
     import fmnist.workflows.train as train_workflow
 
-    train_architecture(seeded_params(1), "mlp", TrainPaths.for_arch("mlp"))
+    train_architecture(seeded_params(1).run_of("mlp"), TrainPaths.for_arch("mlp"))
     before = {p: p.read_bytes() for p in (project / "models/mlp").rglob("*") if p.is_file()}
     before_summary = (project / "metrics/train/mlp.json").read_bytes()
     real = train_workflow.run_training
@@ -176,14 +175,14 @@ def test_a_failed_first_seed_keeps_the_last_outputs_and_the_rerun_reuses_finishe
 
     monkeypatch.setattr(train_workflow, "run_training", first_seed_fails)
     with pytest.raises(OutputError, match="simulated"):
-        train_architecture(seeded_params(2), "mlp", TrainPaths.for_arch("mlp"))
+        train_architecture(seeded_params(2).run_of("mlp"), TrainPaths.for_arch("mlp"))
     assert {p: p.read_bytes() for p in (project / "models/mlp").rglob("*") if p.is_file()} == before
     assert (project / "metrics/train/mlp.json").read_bytes() == before_summary
     seed_runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("fmnist-quick").experiment_id],
                                            "params.seed = '43'")
     assert len(seed_runs) == 1
     monkeypatch.setattr(train_workflow, "run_training", real)
-    train_architecture(seeded_params(2), "mlp", TrainPaths.for_arch("mlp"))
+    train_architecture(seeded_params(2).run_of("mlp"), TrainPaths.for_arch("mlp"))
     again = MlflowClient().search_runs([seed_runs[0].info.experiment_id], "params.seed = '43'")
     assert [r.info.run_id for r in again] == [seed_runs[0].info.run_id]  # reused, not retrained
     assert read_pointer(project / "models/mlp/seeds/43").run_id == seed_runs[0].info.run_id

@@ -32,8 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--commit", metavar="MESSAGE", help="commit dvc.lock, metrics, plots and reports with it")
     report.add_argument("--push", metavar="BRANCH", help="then push that commit to origin's BRANCH")
     for p in (plan, train, report):
-        p.add_argument("--profile", default="", choices=("", "full", "cpu", "quick"),
-                       help="set params.yaml's profile first (empty: keep it)")
+        p.add_argument("--profile", default="", metavar="NAME",
+                       help="set params.yaml's profile first, one of those under its profiles: (empty: keep it)")
     server = sub.add_parser("server", help="a local MLflow tracking server on PostgreSQL (loopback only)")
     server.add_argument("action", choices=("start", "stop", "status"))
     server.add_argument("--dir", type=Path, default=DEFAULT_SERVER_DIR, help="database cluster, artifacts, logs")
@@ -46,9 +46,10 @@ def ci(args: argparse.Namespace) -> int:
     from fmnist.ci import plan, steps
 
     if args.profile:
-        from fmnist.cli import set_profile
+        from fmnist.params_edit import set_profile
+        from fmnist.models.checks import check_params
 
-        set_profile(Path("params.yaml"), args.profile)
+        set_profile(Path("params.yaml"), args.profile, check_params)
     if args.ci_command == "plan":
         if args.dry_output is not None and not args.dry_output.is_file():
             raise ConfigError(f"{args.dry_output}: no such file; save one with "
@@ -58,7 +59,7 @@ def ci(args: argparse.Namespace) -> int:
         if args.all:
             from fmnist.core.config import load_params
 
-            archs = list(load_params(Path("params.yaml")).architectures)
+            archs = list(load_params(Path("params.yaml")).train_recipes)
         else:
             archs = plan.architectures_to_train(args.dry_output.read_text() if args.dry_output else plan.dry_run())
         plan.github_output(archs)

@@ -39,6 +39,7 @@ def dry_run(root: Path = Path(".")) -> str:
     run, nothing run. Outputs that are only in the remote (not pulled here) count as up to date when
     their stage's deps and params match dvc.lock. The stages downstream of training are left out: their
     deps (the models) are not here, and they run in the report job anyway."""
+    dvc_steps.dvc("repro", "resolve", root=root)  # the recipes' files first: a dry run cannot tell if they change
     return dvc_steps.dvc("repro", "--dry", "--allow-missing", "--glob", "train@*", root=root, echo=False).stdout
 
 

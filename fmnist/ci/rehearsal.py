@@ -28,6 +28,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from fmnist.ci import server as srv
+from fmnist.core.config import load_params
 from fmnist.ci.plan import stages_to_run
 from fmnist.ci.steps import FROM_CACHE
 
@@ -38,7 +39,7 @@ SMALL = {"mlp": {"epochs": 2, "train_subset": 3000, "eval_subset": 1000},
          "sk_logreg": {"train_subset": 2000, "eval_subset": 1000, "model": {"max_iter": 30}}}
 BETTER_CNN1 = {"epochs": 3, "train_subset": 12000, "eval_subset": 1000}
 WORSE_CNN1 = {"epochs": 1, "train_subset": 600, "eval_subset": 1000}
-EXPERIMENT, REGISTERED = "fmnist-quick", "fmnist-quick-classifier"
+PROFILE = "quick"  # the scenario's budget: the smallest profile, cut down further by SMALL
 
 
 @dataclass
@@ -82,8 +83,8 @@ class Rehearsal:
         self.sh("git", "clone", "-q", "--bare", str(self.source), str(self.origin), cwd=self.work)
         self.sh("git", "clone", "-q", str(self.origin), str(self.dev), cwd=self.work)
         self.sh(sys.executable, "-m", "dvc", "remote", "add", "-d", "team", str(self.remote), cwd=self.dev)
-        self.edit_params({"profile": "quick", "architectures": ARCHS,
-                          **{f"recipes.{a}.quick": budget for a, budget in SMALL.items()}})
+        self.edit_params({"profile": PROFILE, "train_recipes": ARCHS,
+                          **{f"recipes.{a}.budgets.quick": budget for a, budget in SMALL.items()}})
         self.commit_and_push("team setup: a DVC remote, four architectures on a small budget", "main")
 
     def edit_params(self, updates: dict) -> None:
@@ -174,7 +175,8 @@ class Rehearsal:
     def champion(self) -> dict:
         from mlflow import MlflowClient
 
-        version = MlflowClient(self.server.tracking_uri).get_model_version_by_alias(REGISTERED, "champion")
+        registered = load_params(self.dev / "params.yaml").registered_model
+        version = MlflowClient(self.server.tracking_uri).get_model_version_by_alias(registered, "champion")
         return {"version": int(version.version), "run_id": version.run_id, "arch": version.tags.get("arch")}
 
     def tear_down(self) -> None:
@@ -193,13 +195,13 @@ def rehearse(source: Path, work: Path) -> dict:
         first_runs = r.runs_on_server()
         champion_1 = r.champion()
         r.start_branch("better-cnn1")
-        r.edit_params({"recipes.cnn1.quick": BETTER_CNN1})
+        r.edit_params({"recipes.cnn1.budgets.quick": BETTER_CNN1})
         r.commit_and_push("cnn1: three epochs on 12,000 images", "better-cnn1")
         second = r.ci("ci-2-better-cnn1", "better-cnn1")
         champion_2 = r.champion()
         r.merge_to_main("better-cnn1")
         r.start_branch("worse-cnn1")
-        r.edit_params({"recipes.cnn1.quick": WORSE_CNN1})
+        r.edit_params({"recipes.cnn1.budgets.quick": WORSE_CNN1})
         r.commit_and_push("cnn1: one epoch on 600 images", "worse-cnn1")
         third = r.ci("ci-3-worse-cnn1", "worse-cnn1")
         champion_3 = r.champion()

@@ -1,14 +1,21 @@
-"""The one place that reads params.yaml: a typed, validated, frozen configuration (pydantic v2).
+"""The one place that reads params.yaml: a typed, validated, frozen configuration (pydantic v2), resolved
+once for the active profile.
+
+`ParamsFile` is the file as written: profiles, recipe bases, recipes with their budgets. `Params` is
+what every layer below sees: the active profile's experiment, registered model and `train:` keys, and
+one flat `Recipe` per recipe name (fmnist.core.layers merges the layers). Nothing below this module
+reads a profile's name except to record it.
 
 A leaf: schema and loading only, no torch and no model imports. What needs the model registry
-(architecture names, model options, what a model kind accepts) is checked by
-`fmnist.models.checks`; what needs the machine (device, precision) by `fmnist.training.plan`.
-Every error is one line naming the key and what is allowed, e.g.
-`params.yaml: recipes.cnn4.full.epochs: got 0, allowed range [1, inf]`.
+(network names, model options, what a model kind accepts) is checked by `fmnist.models.checks`; what
+needs the machine (device, precision) by `fmnist.training.plan`. Every error is one line naming the
+key where the value is written and what is allowed, e.g.
+`params.yaml: recipes.cnn4.budgets.full.epochs: got 0, allowed range [1, inf]`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,28 +23,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fmnist.core.errors import ConfigError
-from fmnist.core.recipe import (PROFILES, AugmentConfig, BudgetConfig, EarlyStoppingConfig, FinetuneConfig,  # noqa: F401
-                                 Fraction, NonNegative, OptimizerConfig, Positive, RecipeConfig, SchedulerConfig,
-                                 Seed, SwaConfig)
+from fmnist.core.layers import check_budget, check_layer, resolve_recipe
+from fmnist.core.recipe import Fraction, Positive, Recipe, Seed, check_combinations
 from fmnist.core.validation import Range, Section, one_line
 
-
-
-class MlflowConfig(Section):
-    """One experiment and one registered model per profile, so runs of different budgets never mix."""
-
-    experiment: str = "fmnist"
-    cpu_experiment: str = "fmnist-cpu"
-    quick_experiment: str = "fmnist-quick"
-    registered_model: str = "fmnist-classifier"
-    cpu_registered_model: str = "fmnist-cpu-classifier"
-    quick_registered_model: str = "fmnist-quick-classifier"
-
-    def experiment_for(self, profile: str) -> str:
-        return getattr(self, "experiment" if profile == "full" else f"{profile}_experiment")
-
-    def registered_model_for(self, profile: str) -> str:
-        return getattr(self, "registered_model" if profile == "full" else f"{profile}_registered_model")
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # profile and recipe names: stage names, folders, MLflow runs
 
 
 class DownloadConfig(Section):
@@ -81,99 +71,181 @@ class ReportConfig(Section):
     gate: GateConfig = GateConfig()
 
 
-class Params(Section):
-    """The whole of params.yaml."""
+class ProfileConfig(Section):
+    """One profile, named once: what it is for, where its runs go, and its defaults."""
 
-    profile: Literal["full", "cpu", "quick"] = "full"
-    architectures: list[str] = []
-    mlflow: MlflowConfig = MlflowConfig()
+    about: str = ""
+    experiment: str  # its MLflow experiment: runs of different profiles never mix
+    registered_model: str  # the report registers its best model here, with the alias `champion`
+    budget: dict[str, Any] = {}  # budget keys every recipe gets under its own budget for this profile
+    train: dict[str, Any] = {}  # `train:` keys this profile changes (e.g. deterministic: false on a GPU)
+
+
+class ParamsFile(Section):
+    """params.yaml as written."""
+
+    profile: str = "full"
+    profiles: dict[str, ProfileConfig] = {}
+    train_recipes: list[str] = []  # the recipes the DAG trains: one train@NAME and evaluate@NAME stage each
     download: DownloadConfig = DownloadConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
-    recipes: dict[str, RecipeConfig] = {}
+    recipe_bases: dict[str, dict[str, Any]] = {}
+    recipes: dict[str, dict[str, Any] | None] = {}
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
 
-    @property
-    def experiment(self) -> str:
-        return self.mlflow.experiment_for(self.profile)
+    def resolve(self, profile: str | None = None) -> "Params":
+        """The params as `profile` (default: the file's `profile:`) runs them."""
+        name = self.profile if profile is None else profile
+        if name not in self.profiles:
+            raise ConfigError(f"profile: got {name!r}, allowed values: {', '.join(self.profiles)} (the names under "
+                              "profiles:; add a profile there)")
+        chosen = self.profiles[name]
+        train = self.train_of(name)
+        recipes = {r: resolve_recipe(r, layer or {}, self.recipe_bases, name, chosen.budget)
+                   for r, layer in self.recipes.items()}
+        params = Params(profile=name, about=chosen.about, experiment=chosen.experiment,
+                        registered_model=chosen.registered_model, train_recipes=list(self.train_recipes),
+                        download=self.download, preprocess=self.preprocess, split=self.split, train=train,
+                        recipes=recipes, evaluate=self.evaluate, report=self.report)
+        for recipe_name, recipe in recipes.items():
+            try:
+                check_combinations(f"recipes.{recipe_name}", recipe)
+            except ConfigError as err:
+                raise ConfigError(f"{err} (as profile {name} resolves it; `fmnist recipe {recipe_name} --profile "
+                                  f"{name}` prints the merged recipe)") from None
+        return params
 
-    @property
-    def registered_model(self) -> str:
-        return self.mlflow.registered_model_for(self.profile)
 
-    def recipe(self, arch: str) -> RecipeConfig:
-        if arch not in self.recipes:
+    def train_of(self, profile: str) -> TrainConfig:
+        """`train:` with the profile's own train keys over it."""
+        try:
+            return TrainConfig.model_validate({**self.train.model_dump(), **self.profiles[profile].train})
+        except ValidationError as err:
+            raise ConfigError(f"profiles.{profile}.train.{one_line(err.errors()[0], TrainConfig)}") from None
+
+
+class RecipeRun(Section):
+    """What one train stage runs: a resolved recipe and the profile's context. The resolve stage writes
+    one per recipe (resolved/NAME.json) and each train stage depends on its own file alone, so a change
+    anywhere in the layers reruns exactly the stages whose resolved recipe changed."""
+
+    name: str
+    profile: str  # recorded on the run, never branched on
+    experiment: str
+    train: TrainConfig
+    recipe: Recipe
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=1) + "\n"
+
+    @classmethod
+    def read(cls, path: str | Path) -> "RecipeRun":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no resolved recipe; run `dvc repro resolve` (it writes one per recipe "
+                              "in train_recipes from params.yaml)")
+        try:
+            return cls.model_validate_json(path.read_text())
+        except ValidationError as err:
+            raise ConfigError(f"{path}: not a resolved recipe of this version ({one_line(err.errors()[0], cls)}); "
+                              "run `dvc repro resolve` again") from None
+
+
+class Params(Section):
+    """The params the code runs with: one profile, resolved. No layers, no other profiles."""
+
+    profile: str
+    about: str = ""
+    experiment: str
+    registered_model: str
+    train_recipes: list[str]
+    download: DownloadConfig
+    preprocess: PreprocessConfig
+    split: SplitConfig
+    train: TrainConfig
+    recipes: dict[str, Recipe]
+    evaluate: EvaluateConfig
+    report: ReportConfig
+
+    def recipe(self, name: str) -> Recipe:
+        if name not in self.recipes:
             known = ", ".join(sorted(self.recipes)) or "(none)"
-            raise ConfigError(f"recipes.{arch}: no recipe for architecture '{arch}'; "
-                              f"params.yaml has recipes for: {known}. Add a 'recipes.{arch}' section.")
-        return self.recipes[arch]
+            raise ConfigError(f"recipes.{name}: no recipe '{name}'; params.yaml has recipes: {known}. Add a "
+                              f"'recipes.{name}' section.")
+        return self.recipes[name]
+
+    def run_of(self, name: str) -> RecipeRun:
+        return RecipeRun(name=name, profile=self.profile, experiment=self.experiment, train=self.train,
+                         recipe=self.recipe(name))
 
 
-def parse_params(data: Any) -> Params:
-    """Validate a params mapping: types, ranges, and the checks that need no model registry."""
+def parse_file(data: Any) -> ParamsFile:
+    """Validate a params mapping as written: types, ranges, names, every layer on its own."""
     if not isinstance(data, dict):
         raise ConfigError("params.yaml: expected a mapping of sections at the top level")
     try:
-        params = Params.model_validate(data)
+        raw = ParamsFile.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(one_line(err.errors()[0], Params)) from None
-    _check_cross_fields(params)
-    return params
+        raise ConfigError(one_line(err.errors()[0], ParamsFile)) from None
+    _check_file(raw)
+    return raw
+
+
+def parse_params(data: Any, profile: str | None = None) -> Params:
+    """Validate a params mapping and resolve it for `profile` (default: its own `profile:`)."""
+    return parse_file(data).resolve(profile)
 
 
 # ---------------------------------------------------------------------------- checks across keys
 
 
-def _check_cross_fields(params: Params) -> None:
-    if not params.architectures or len(set(params.architectures)) != len(params.architectures):
-        raise ConfigError(f"architectures: got {params.architectures!r}, expected a non-empty list without "
-                          "repeats of registered architectures (`fmnist models` lists them)")
-    for names in (("experiment", "cpu_experiment", "quick_experiment"),
-                  ("registered_model", "cpu_registered_model", "quick_registered_model")):
-        values = [getattr(params.mlflow, n) for n in names]
-        clash = next((n for i, n in enumerate(names) if values[i] in values[:i]), None)
+def _check_file(raw: ParamsFile) -> None:
+    if not raw.profiles:
+        raise ConfigError("profiles: none defined; name at least one profile with its experiment and "
+                          "registered_model (see the profiles: section of the project's params.yaml)")
+    names = list(raw.profiles)
+    for kind, values in (("profile", names), ("recipe", list(raw.recipes)), ("recipe base", list(raw.recipe_bases))):
+        bad = next((v for v in values if not NAME.match(v)), None)
+        if bad is not None:
+            raise ConfigError(f"{kind} name {bad!r}: use letters, digits, '_' and '-', starting with a letter "
+                              "(it names stages, folders and MLflow runs)")
+    for field in ("experiment", "registered_model"):
+        values = [getattr(p, field) for p in raw.profiles.values()]
+        clash = next((n for n, v in zip(names, values) if values.count(v) > 1), None)
         if clash:
-            raise ConfigError(f"mlflow.{clash}: {', '.join(names)} must all differ, so runs of different "
-                              f"profiles never mix; got {values}")
-    for arch, recipe in params.recipes.items():
-        _check_recipe(f"recipes.{arch}", recipe)
-        for profile in PROFILES:
-            if recipe.budget(profile).recipe:
-                _check_recipe(f"recipes.{arch}.{profile}.recipe", recipe.for_profile(profile, f"recipes.{arch}"))
-    classes = params.preprocess.classes
+            raise ConfigError(f"profiles.{clash}.{field}: every profile needs its own {field}, so runs of "
+                              f"different profiles never mix; got {dict(zip(names, values))}")
+    for name, profile in raw.profiles.items():
+        budget = profile.budget
+        for key in ("model", "recipe"):
+            if key in budget:
+                raise ConfigError(f"profiles.{name}.budget.{key}: a profile's budget sets run sizes only (epochs, "
+                                  "seeds, train_subset, eval_subset); put recipe keys in a recipe base")
+        check_budget(budget, f"profiles.{name}.budget", names, raw.recipe_bases)
+        raw.train_of(name)
+    for name, layer in raw.recipe_bases.items():
+        check_layer(layer, f"recipe_bases.{name}", names, raw.recipe_bases)
+    for name, layer in raw.recipes.items():
+        check_layer(layer, f"recipes.{name}", names, raw.recipe_bases)
+    if raw.profile not in raw.profiles:
+        raise ConfigError(f"profile: got {raw.profile!r}, allowed values: {', '.join(names)} (the names under "
+                          "profiles:; add a profile there)")
+    recipes = raw.train_recipes
+    if not recipes or len(set(recipes)) != len(recipes):
+        raise ConfigError(f"train_recipes: got {recipes!r}, expected a non-empty list without repeats of "
+                          "names under recipes:")
+    missing = next((r for r in recipes if r not in raw.recipes), None)
+    if missing:
+        raise ConfigError(f"train_recipes[{recipes.index(missing)}]: no recipe '{missing}' under recipes:; "
+                          f"add 'recipes.{missing}' or remove it from the list")
+    classes = raw.preprocess.classes
     if classes is not None:
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
             raise ConfigError(f"preprocess.classes: got {classes!r}, expected null (all 10 classes) "
                               "or at least two distinct class indices between 0 and 9")
-
-
-def _check_recipe(key: str, recipe: RecipeConfig) -> None:
-    """Combinations of training options that cannot run together (whatever the model)."""
-    opt, sched = recipe.optimizer, recipe.scheduler
-    if opt.nesterov and (opt.name != "sgd" or opt.momentum <= 0):
-        raise ConfigError(f"{key}.optimizer.nesterov: Nesterov momentum needs name: sgd and momentum > 0")
-    if opt.momentum > 0 and opt.name != "sgd":
-        raise ConfigError(f"{key}.optimizer.momentum: only sgd takes momentum; {opt.name} uses its own betas")
-    if sched.name in ("onecycle", "cyclic") and (sched.max_lr is None or sched.max_lr <= opt.lr):
-        what = "peak" if sched.name == "onecycle" else "upper bound"
-        raise ConfigError(f"{key}.scheduler.max_lr: {sched.name} needs max_lr (its {what}) above optimizer.lr "
-                          f"({opt.lr}); got {sched.max_lr}")
-    if sched.name == "multistep" and (not sched.milestones or sched.milestones != sorted(set(sched.milestones))
-                                      or sched.milestones[0] < 1):
-        raise ConfigError(f"{key}.scheduler.milestones: multistep needs increasing epochs >= 1; "
-                          f"got {sched.milestones}")
-    if recipe.swa.enabled and recipe.early_stopping.stop:
-        raise ConfigError(f"{key}.swa: SWA averages the weights up to the last epoch; set early_stopping.stop: "
-                          "false (the stopping point is still recorded)")
-    if recipe.finetune.enabled and recipe.swa.enabled:
-        raise ConfigError(f"{key}.swa: SWA and a fine-tuning phase cannot be combined; disable one of them")
-    for name in PROFILES:
-        budget = recipe.budget(name)
-        if recipe.batch_size > (budget.train_subset or 60000):
-            raise ConfigError(f"{key}.batch_size: {recipe.batch_size} is larger than {name}.train_subset "
-                              f"({budget.train_subset})")
 
 
 # ---------------------------------------------------------------------------- loading
@@ -183,7 +255,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply `a.b.c=value` overrides (value parsed as YAML) to a params mapping, like `dvc exp run -S`."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. recipes.cnn4.full.epochs=5")
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. recipes.cnn4.budgets.full.epochs=5")
         dotted, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw)
@@ -218,12 +290,23 @@ def read_params_file(path: str | Path) -> dict:
     return data
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+def load_file(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> ParamsFile:
+    """params.yaml as written (with any `KEY=VALUE` overrides), validated layer by layer."""
     data = read_params_file(path)
     if overrides:
         data = apply_overrides(data, overrides)
     try:
-        return parse_params(data)
+        return parse_file(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None,
+                profile: str | None = None) -> Params:
+    """params.yaml resolved for `profile` (default: its `profile:`): what every stage and command runs with."""
+    raw = load_file(path, overrides)
+    try:
+        return raw.resolve(profile)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 

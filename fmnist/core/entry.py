@@ -11,9 +11,10 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
-from fmnist.core.config import Params, load_params
+from fmnist.core.config import ConfigError, Params, RecipeRun, load_params
 from fmnist.core.errors import FmnistError, Terminated
 
 
@@ -21,12 +22,29 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param, e.g. --set recipes.cnn4.full.epochs=2 (repeatable)")
+                   help="override a param, e.g. --set recipes.cnn4.budgets.full.epochs=2 (repeatable)")
     return p
 
 
 def load(args: argparse.Namespace) -> Params:
     return load_params(args.params, args.overrides)
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """A train or evaluate stage's recipe: the resolve stage's file (as dvc.yaml runs it), or a recipe
+    resolved here from --params and --set (by hand, to try a change without DVC)."""
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="a resolved recipe, resolved/NAME.json (what dvc.yaml passes)")
+    which.add_argument("--arch", metavar="NAME", help="a recipe of --params, resolved with any --set overrides")
+
+
+def load_run(args: argparse.Namespace) -> RecipeRun:
+    if args.run is not None:
+        if args.overrides:
+            raise ConfigError("--set applies to --arch NAME (resolved from --params); a resolved file (--run) is "
+                              "final: change params.yaml and run `dvc repro resolve`")
+        return RecipeRun.read(args.run)
+    return load(args).run_of(args.arch)
 
 
 def run_main(main: Callable[[], object]) -> None:

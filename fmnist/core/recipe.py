@@ -1,8 +1,7 @@
-"""A recipe: how one architecture trains (optimiser, schedule, augmentation, stopping, precision) and
-the budgets each profile gives it. A leaf of `fmnist.core.config`, which re-exports every name here.
-
-A budget may override recipe keys for its profile only (`recipe:`), so the CPU benchmark can use a
-schedule of its own while the reference recipe stays for the GPU.
+"""A recipe: how one network trains (optimiser, schedule, augmentation, stopping, precision), and how
+much of it a profile runs (its budget). The layers of params.yaml (bases, recipes, budgets, profiles)
+are merged by `fmnist.core.layers` into one flat `Recipe` per recipe name: the only recipe the code
+below the config ever sees. A leaf of `fmnist.core.config`.
 """
 
 from __future__ import annotations
@@ -10,12 +9,8 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError
-
 from fmnist.core.errors import ConfigError
-from fmnist.core.validation import Range, Section, one_line
-
-PROFILES = ("full", "cpu", "quick")  # the GPU benchmark, the CPU benchmark, the smoke test
+from fmnist.core.validation import Range, Section
 
 Positive = Annotated[float, Range(lo=0, lo_open=True)]
 NonNegative = Annotated[float, Range(lo=0)]
@@ -81,7 +76,7 @@ class EarlyStoppingConfig(Section):
 
 
 class BudgetConfig(Section):
-    """How much of a recipe a profile runs: the full (GPU) benchmark, the CPU benchmark, the quick smoke test."""
+    """How much of a recipe a profile runs; under `recipes.NAME.budgets.PROFILE` (or a profile's defaults)."""
 
     epochs: Annotated[int, Range(lo=1)] = 10
     # Trainings, one MLflow run each, with seeds train.seed, train.seed + 1, ...: the leaderboard shows the spread.
@@ -92,12 +87,18 @@ class BudgetConfig(Section):
     eval_subset: Annotated[int, Range(lo=100)] | None = None
     # Model options for this budget only, over the recipe's `model`; logged with the run like every option.
     model: dict[str, Any] = {}
-    # Recipe keys for this profile only, over the recipe's (e.g. a CPU schedule): {scheduler: {name: onecycle}}.
+    # Recipe keys for this profile only, over the recipe's (may `extends:` a base): e.g. a CPU schedule.
     recipe: dict[str, Any] = {}
 
 
+BUDGET_RUN_FIELDS = ("epochs", "seeds", "train_subset", "eval_subset")  # what a budget adds to the flat recipe
+
+
 class RecipeConfig(Section):
-    model: dict[str, Any] = {}
+    """The training keys of a recipe (every one optional: the defaults are here)."""
+
+    network: str | None = None  # the registered network it trains (`fmnist models`); required once resolved
+    model: dict[str, Any] = {}  # the network builder's options
     init: Literal["default", "he", "xavier"] = "default"
     batch_size: Annotated[int, Range(lo=1)] = 128
     # 256: at 1000, buffers are large enough that every batch pays fresh page faults on a CPU (docs/bench_precision.md)
@@ -115,41 +116,43 @@ class RecipeConfig(Section):
     channels_last: bool = True  # NHWC convolutions: with bf16 on our CPU, most networks train faster (make bench)
     compile: bool = False  # torch.compile the network for training
     tta_flip: bool = False  # average the logits of each image and its mirror at evaluation
-    full: BudgetConfig = BudgetConfig()
-    cpu: BudgetConfig | None = None  # null = the full budget
-    quick: BudgetConfig = BudgetConfig(epochs=1)
-
-    def budget(self, profile: str) -> BudgetConfig:
-        return getattr(self, profile) or self.full
-
-    def for_profile(self, profile: str, key: str = "recipe") -> "RecipeConfig":
-        """The recipe as `profile` runs it: its budget's `recipe:` keys merged over these (sections key by key)."""
-        overrides = self.budget(profile).recipe
-        if not overrides:
-            return self
-        data = _merged(self.model_dump(), overrides, f"{key}.{profile}.recipe")
-        try:
-            return RecipeConfig.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError(f"{key}.{profile}.recipe: " + one_line(err.errors()[0], RecipeConfig)) from None
-
-    def model_options(self, profile: str) -> dict[str, Any]:
-        return {**self.model, **self.budget(profile).model}
 
     def changed_from_default(self, names: typing.Iterable[str]) -> list[str]:
         """Which of `names` this recipe sets to something other than the default."""
-        return [n for n in names if getattr(self, n) != RecipeConfig.model_fields[n].default]
+        return [n for n in names if getattr(self, n) != type(self).model_fields[n].default]
 
 
+class Recipe(RecipeConfig):
+    """One recipe resolved for the active profile: its bases, its own keys, the profile's budget defaults
+    and its budget merged. Flat: the budget's run fields sit beside the training keys."""
+
+    network: str
+    epochs: Annotated[int, Range(lo=1)] = 10
+    seeds: Annotated[int, Range(lo=1, hi=20)] = 1
+    train_subset: Annotated[int, Range(lo=100)] | None = None
+    eval_subset: Annotated[int, Range(lo=100)] | None = None
 
 
-def _merged(base: dict, overrides: dict, key: str) -> dict:
-    """The recipe's keys with a budget's `recipe:` keys over them, section by section."""
-    out = dict(base)
-    for name, value in overrides.items():
-        if name in (*PROFILES, "model"):
-            fix = "set model options in the budget's own `model:`" if name == "model" else "budgets are not recipe keys"
-            raise ConfigError(f"{key}.{name}: a budget's recipe cannot set '{name}'; {fix}")
-        out[name] = _merged(out[name], value, f"{key}.{name}") if isinstance(value, dict) and isinstance(
-            out.get(name), dict) else value
-    return out
+def check_combinations(key: str, recipe: Recipe) -> None:
+    """Combinations of training options that cannot run together (whatever the network)."""
+    opt, sched = recipe.optimizer, recipe.scheduler
+    if opt.nesterov and (opt.name != "sgd" or opt.momentum <= 0):
+        raise ConfigError(f"{key}.optimizer.nesterov: Nesterov momentum needs name: sgd and momentum > 0")
+    if opt.momentum > 0 and opt.name != "sgd":
+        raise ConfigError(f"{key}.optimizer.momentum: only sgd takes momentum; {opt.name} uses its own betas")
+    if sched.name in ("onecycle", "cyclic") and (sched.max_lr is None or sched.max_lr <= opt.lr):
+        what = "peak" if sched.name == "onecycle" else "upper bound"
+        raise ConfigError(f"{key}.scheduler.max_lr: {sched.name} needs max_lr (its {what}) above optimizer.lr "
+                          f"({opt.lr}); got {sched.max_lr}")
+    if sched.name == "multistep" and (not sched.milestones or sched.milestones != sorted(set(sched.milestones))
+                                      or sched.milestones[0] < 1):
+        raise ConfigError(f"{key}.scheduler.milestones: multistep needs increasing epochs >= 1; "
+                          f"got {sched.milestones}")
+    if recipe.swa.enabled and recipe.early_stopping.stop:
+        raise ConfigError(f"{key}.swa: SWA averages the weights up to the last epoch; set early_stopping.stop: "
+                          "false (the stopping point is still recorded)")
+    if recipe.finetune.enabled and recipe.swa.enabled:
+        raise ConfigError(f"{key}.swa: SWA and a fine-tuning phase cannot be combined; disable one of them")
+    if recipe.batch_size > (recipe.train_subset or 60000):
+        raise ConfigError(f"{key}.batch_size: {recipe.batch_size} is larger than its train_subset "
+                          f"({recipe.train_subset})")

@@ -95,6 +95,8 @@ def one_line(error: dict, root: type[BaseModel]) -> str:
         return f"{key}: unknown key in {where}; allowed keys: {allowed}"
     if kind == "range":
         return f"{key}: {error['msg']}"
+    if kind == "missing":
+        return f"{key}: missing; this key is required here, add it"
     if kind == "finite_number":
         return f"{key}: got {value!r}, expected a finite number"
     annotation, _ = _walk(loc, root)

@@ -1,49 +1,43 @@
-"""Checks that need the model registry: architecture names, model options, and the recipe options a
-model kind or family accepts. Run before any work, with the key and the fix in one line."""
+"""Checks that need the model registry: network names, model options, and the recipe options a
+network's kind or family accepts. Run before any work, with the key and the fix in one line."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fmnist.core.config import PROFILES, ConfigError, Params, RecipeConfig
+from fmnist.core.config import ConfigError, Params, Recipe
 from fmnist.models.registry import ModelInfo, ModelKind, list_models, model_info
 
-# What only a network reads: a scikit-learn baseline takes model and the budgets alone.
+# What only a network reads: a scikit-learn baseline takes network, model and the run sizes alone.
 NETWORK_ONLY_FIELDS = ("init", "batch_size", "eval_batch_size", "optimizer", "scheduler", "augment",
                        "early_stopping", "label_smoothing", "grad_clip", "swa", "finetune", "precision",
                        "channels_last", "compile", "tta_flip")
 IGNORED_BY_KIND = {ModelKind.TORCH: (), ModelKind.SKLEARN: NETWORK_ONLY_FIELDS}
 
 
-def check_params(params: Params, architectures: list[str] | None = None) -> None:
-    """Every listed architecture is registered, and its recipe's options fit its model."""
-    known = list_models()
-    for i, arch in enumerate(params.architectures):
-        if arch not in known:
-            raise ConfigError(f"architectures[{i}]: unknown architecture '{arch}'; known architectures: "
-                              f"{', '.join(known)}")
-        params.recipe(arch)  # a registered architecture without a recipe
-    for arch in architectures if architectures is not None else params.recipes:
-        if arch not in known:
-            raise ConfigError(f"recipes.{arch}: unknown architecture '{arch}'; known architectures: {', '.join(known)}")
-        recipe = params.recipe(arch)
-        check_recipe(f"recipes.{arch}", model_info(arch), recipe)
-        for profile in PROFILES:  # a budget's own recipe keys, merged, pass the same checks
-            if recipe.budget(profile).recipe:
-                check_recipe(f"recipes.{arch}.{profile}.recipe", model_info(arch),
-                             recipe.for_profile(profile, f"recipes.{arch}"))
+def check_params(params: Params, recipes: list[str] | None = None) -> None:
+    """Every recipe (or those named) names a registered network, and its options fit that network."""
+    for name in recipes if recipes is not None else params.recipes:
+        recipe = params.recipe(name)
+        check_recipe(f"recipes.{name}", network_of(name, recipe), recipe)
 
 
-def check_recipe(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
-    for where, options in (("model", recipe.model), *((f"{p}.model", recipe.model_options(p)) for p in PROFILES)):
-        problem = check_model_options(info.name, options)
-        if problem:
-            raise ConfigError(f"{key}.{where}: {problem}")
+def network_of(name: str, recipe: Recipe) -> ModelInfo:
+    if recipe.network not in list_models():
+        raise ConfigError(f"recipes.{name}.network: unknown network '{recipe.network}'; registered networks: "
+                          f"{', '.join(list_models())}")
+    return model_info(recipe.network)
+
+
+def check_recipe(key: str, info: ModelInfo, recipe: Recipe) -> None:
+    problem = check_model_options(info.name, recipe.model)
+    if problem:
+        raise ConfigError(f"{key}.model: {problem}")
     changed = recipe.changed_from_default(IGNORED_BY_KIND[info.kind])
     if changed:
-        raise ConfigError(f"{key}.{changed[0]}: '{info.name}' is a scikit-learn baseline; only model and "
-                          "the budgets (full, cpu, quick) apply to it. Remove this key.")
-    pretrained = any(recipe.model_options(p).get("pretrained", "pretrained" in info.options) for p in PROFILES)
+        raise ConfigError(f"{key}.{changed[0]}: '{info.name}' is a scikit-learn baseline; only network, model and "
+                          "the budgets' run sizes apply to it. Remove this key (or the base that sets it).")
+    pretrained = recipe.model.get("pretrained", "pretrained" in info.options)
     if recipe.init != "default" and pretrained:
         raise ConfigError(f"{key}.init: '{recipe.init}' would overwrite the pretrained weights of '{info.name}'; "
                           "use init: default, or model.pretrained: false")
@@ -51,10 +45,10 @@ def check_recipe(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
         _check_finetune(key, info, recipe)
 
 
-def _check_finetune(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
+def _check_finetune(key: str, info: ModelInfo, recipe: Recipe) -> None:
     if not info.finetune:
         raise ConfigError(f"{key}.finetune: '{info.name}' has no frozen backbone to fine-tune; finetune "
-                          "applies to transfer models (e.g. resnet50_transfer)")
+                          "applies to transfer networks (e.g. resnet50_transfer)")
     unknown = [s for s in recipe.finetune.stages if s not in info.finetune]
     if unknown or not recipe.finetune.stages:
         raise ConfigError(f"{key}.finetune.stages: got {recipe.finetune.stages}, expected stages of "
@@ -65,10 +59,8 @@ def _check_finetune(key: str, info: ModelInfo, recipe: RecipeConfig) -> None:
     if recipe.early_stopping.stop:
         raise ConfigError(f"{key}.early_stopping.stop: early stopping could end the run in the frozen phase "
                           "before fine-tuning starts; set stop: false (the stopping point is still recorded)")
-    for name in PROFILES:
-        if recipe.budget(name).epochs < 2:
-            raise ConfigError(f"{key}.{name}.epochs: fine-tuning needs at least 2 epochs (one per phase); "
-                              f"got {recipe.budget(name).epochs}")
+    if recipe.epochs < 2:
+        raise ConfigError(f"{key}.epochs: fine-tuning needs at least 2 epochs (one per phase); got {recipe.epochs}")
 
 
 def check_model_options(name: str, options: dict[str, Any]) -> str | None:

@@ -1,4 +1,8 @@
-"""Models registered by name and built by one factory (as in timm and torchvision's get_model).
+"""Networks registered by name and built by one factory (as in timm and torchvision's get_model).
+
+The registry lists networks only; a recipe in params.yaml names the network it trains (`network:`),
+as timm keeps a pretrained tag apart from its architecture: fast92, fast93 and fast94 are recipes of
+the one network fastcnn.
 
 The registry is a catalog: each entry names its builder as `module:function` and carries what the
 rest of the pipeline must know before building it (its kind, the input it expects, the stages it
@@ -88,9 +92,6 @@ _FAMILIES = {
 for _module, _names in _FAMILIES.items():
     for _name in _names:
         register_model(_name, f"{_module}:{_name}")
-# Time-to-accuracy recipes on the CPU (92% / 93% / 94%): fastcnn's network at other widths, one recipe each.
-for _name in ("fast92", "fast93", "fast94"):
-    register_model(_name, "fmnist.models.speedrun:fastcnn")
 register_model("resnet50_transfer", "fmnist.models.transfer:resnet50_transfer", input="unit",
                finetune=TRANSFER_STAGES, probe=False)
 for _name in ("sk_logreg", "sk_random_forest", "sk_svc", "sk_knn", "sk_mlp"):

@@ -13,13 +13,12 @@ from torch import nn
 
 from fmnist.core.errors import OutputError
 from fmnist.core.io import atomic_write_bytes
-from fmnist.models import model_info
 
 CHECKPOINT_FILE = "model.pt"
 ESTIMATOR_FILE = "estimator.pkl"
 
 
-def save_checkpoint(path: str | Path, *, arch: str, model_kwargs: dict[str, Any], num_classes: int,
+def save_checkpoint(path: str | Path, *, arch: str, network: str, model_kwargs: dict[str, Any], num_classes: int,
                     class_names: list[str], estimator: Any = None, **extra: Any) -> Path:
     """torch.save of a plain dict (loadable with weights_only=True); a scikit-learn estimator is pickled
     beside it, since only our own train stage writes it."""
@@ -30,7 +29,7 @@ def save_checkpoint(path: str | Path, *, arch: str, model_kwargs: dict[str, Any]
         # The checkpoint (loaded without unpickling code) vouches for the pickle beside it.
         extra.update(estimator_file=ESTIMATOR_FILE, estimator_sha256=hashlib.sha256(pickled).hexdigest())
     buf = io.BytesIO()
-    torch.save({"arch": arch, "model_kwargs": model_kwargs, "num_classes": num_classes,
+    torch.save({"arch": arch, "network": network, "model_kwargs": model_kwargs, "num_classes": num_classes,
                 "class_names": class_names, **extra}, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
@@ -61,6 +60,6 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def classifier_from_checkpoint(ckpt: dict) -> nn.Module:
-    from fmnist.training.trainers import trainer_for
+    from fmnist.training.trainers import checkpoint_network, trainer_for
 
-    return trainer_for(model_info(ckpt["arch"])).classifier(ckpt)
+    return trainer_for(checkpoint_network(ckpt)).classifier(ckpt)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist.core.config import RecipeConfig
+from fmnist.core.recipe import RecipeConfig
 from fmnist.core.runs import EpochRecord
 from fmnist.training.devices import sync
 from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches

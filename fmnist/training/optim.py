@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from fmnist.core.config import OptimizerConfig, SchedulerConfig, SwaConfig
+from fmnist.core.recipe import OptimizerConfig, SchedulerConfig, SwaConfig
 
 PER_BATCH_SCHEDULES = ("onecycle", "cyclic")
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist.core.config import RecipeConfig
+from fmnist.core.recipe import RecipeConfig
 from fmnist.core.errors import DeviceError
 from fmnist.training.devices import has_native_bf16
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import torch
 from torch import nn
 
-from fmnist.core.config import BudgetConfig, RecipeConfig
+from fmnist.core.recipe import Recipe, RecipeConfig
 from fmnist.core.runs import EpochRecord, RunSummary, summarise, with_average
 from fmnist.data.prepare import Arrays
 from fmnist.models import ModelInfo, ModelKind, create_model, model_info
@@ -84,8 +84,8 @@ class Trainer(ABC):
     def model_options(self, info: ModelInfo, options: dict[str, Any], seed: int) -> dict[str, Any]:
         return dict(options)
 
-    def epochs(self, budget: BudgetConfig) -> int:
-        return budget.epochs
+    def epochs(self, recipe: Recipe) -> int:
+        return recipe.epochs
 
     @abstractmethod
     def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
@@ -108,7 +108,7 @@ class NetworkTrainer(Trainer):
         from fmnist.training.progress import Progress
 
         recipe, device = plan.recipe, plan.device
-        net = create_model(plan.arch, num_classes=len(data.class_names), **plan.model_options)
+        net = create_model(plan.info.name, num_classes=len(data.class_names), **plan.model_options)
         init_weights(net, recipe.init)
         net.to(device)
         # Models with their own input normalisation (ImageNet's, for transfer) take pixels in [0, 1].
@@ -135,10 +135,10 @@ class NetworkTrainer(Trainer):
         def on_epoch(record: EpochRecord) -> None:
             log.epoch(record)
 
-        result = fit(net, recipe, plan.budget.epochs, on_device["train"], on_device["val"], normalize, generator,
+        result = fit(net, recipe, plan.recipe.epochs, on_device["train"], on_device["val"], normalize, generator,
                      test=on_device["test"], on_epoch=on_epoch, runtime=plan.runtime,
                      resume=resume["fitter"] if resume is not None else None, on_state=on_state,
-                     progress=Progress(plan.arch, plan.budget.epochs, -(-len(data.train) // recipe.batch_size),
+                     progress=Progress(plan.arch, plan.recipe.epochs, -(-len(data.train) // recipe.batch_size),
                                        recipe.batch_size))
         if recorder is not None:
             log.artifact(recorder.save(model_dir / "unit_weights.npz"), "probes")
@@ -154,9 +154,10 @@ class NetworkTrainer(Trainer):
 
     def classifier(self, ckpt: dict) -> nn.Module:
         options = dict(ckpt["model_kwargs"])
-        if "pretrained" in model_info(ckpt["arch"]).options:
+        info = checkpoint_network(ckpt)
+        if "pretrained" in info.options:
             options["pretrained"] = False  # the checkpoint holds every weight: never fetch ImageNet's
-        net = create_model(ckpt["arch"], num_classes=ckpt["num_classes"], **options)
+        net = create_model(info.name, num_classes=ckpt["num_classes"], **options)
         net.load_state_dict(ckpt["state_dict"])
         return NormalizedClassifier(net, ckpt["mean"], ckpt["std"], ckpt["class_names"],
                                     ckpt.get("tta_flip", False)).eval()
@@ -180,7 +181,7 @@ class EstimatorTrainer(Trainer):
             options.setdefault("random_state", seed)
         return options
 
-    def epochs(self, budget: BudgetConfig) -> int:
+    def epochs(self, recipe: Recipe) -> int:
         return 1  # one fit
 
     def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
@@ -191,7 +192,7 @@ class EstimatorTrainer(Trainer):
         from fmnist.models.baselines import learned_numbers
         from fmnist.training.baseline import fit_baseline
 
-        estimator = create_model(plan.arch, num_classes=len(data.class_names), **plan.model_options)
+        estimator = create_model(plan.info.name, num_classes=len(data.class_names), **plan.model_options)
         print(f"{plan.arch}: fitting {type(estimator).__name__} on {len(data.train):,} images (one fit, no progress "
               "to show until it ends)", file=sys.stderr, flush=True)
         result = fit_baseline(estimator, data.train, data.val, data.epoch_test, plan.seed)
@@ -216,3 +217,9 @@ TRAINERS: dict[ModelKind, Callable[[], Trainer]] = {ModelKind.TORCH: NetworkTrai
 
 def trainer_for(info: ModelInfo) -> Trainer:
     return TRAINERS[info.kind]()
+
+
+def checkpoint_network(ckpt: dict) -> ModelInfo:
+    """The registered network a checkpoint holds (a checkpoint written before recipes named their network
+    gives its recipe's name, which was then the network's)."""
+    return model_info(ckpt.get("network", ckpt["arch"]))

@@ -14,15 +14,14 @@ from mlflow import MlflowClient
 
 from fmnist import tracking
 from fmnist.tracking.store import store_errors
-from fmnist.core.config import Params
+from fmnist.core.config import EvaluateConfig, TrainConfig
 from fmnist.core.io import atomic_write_bytes, atomic_write_text, csv_text, dict_csv_text
 from fmnist.core.errors import OutputError
 from fmnist.core.runs import POINTER_FILE, Evaluation, RunPointer, read_pointer, write_evaluation
 from fmnist.data.prepare import load_arrays, stratified_subset
-from fmnist.models import model_info
 from fmnist.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fmnist.training.scoring import TestReport, pixel_logits, score_predictions
-from fmnist.training.trainers import trainer_for
+from fmnist.training.trainers import checkpoint_network, trainer_for
 from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 
 
@@ -76,7 +75,9 @@ def check_belongs(arch: str, pointer: RunPointer, run, ckpt: dict, model_dir: Pa
                           f"did not complete; {fix}")
 
 
-def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Path = Path(".")) -> Evaluation:
+def evaluate_architecture(arch: str, train: TrainConfig, settings: EvaluateConfig, paths: EvalPaths,
+                          root: Path = Path(".")) -> Evaluation:
+    """Score the stage's model of recipe `arch` on the test set, on the device its training ran on."""
     pointer = read_pointer(paths.model_dir)
     tracking.configure(root)
     client = MlflowClient()
@@ -85,10 +86,10 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     check_belongs(arch, pointer, run, ckpt, paths.model_dir)
     test = stratified_subset(load_arrays(paths.test_file), pointer.test_subset_size, pointer.test_subset_seed)
     names = ckpt["class_names"]
-    trainer = trainer_for(model_info(ckpt["arch"]))
+    trainer = trainer_for(checkpoint_network(ckpt))
     model = trainer.classifier(ckpt)
     # A network scores on the training device (ResNets on 10,000 images are slow on a CPU); estimators on the CPU.
-    device = trainer.device(params.train.device)
+    device = trainer.device(train.device)
     report = score_predictions(pixel_logits(model.to(device), test.x, device=device), test.y, names)
 
     # Per-class figures go to per_class.csv: the metrics file stays one readable row for `dvc metrics show`.
@@ -100,7 +101,7 @@ def evaluate_architecture(params: Params, arch: str, paths: EvalPaths, root: Pat
     confusion_png, misclassified_png = scratch / "confusion.png", scratch / "misclassified.png"
     save_figure(confusion_figure(report.confusion, names, f"{arch}: test confusion matrix "
                                  f"(accuracy {report.accuracy:.4f})"), confusion_png)
-    wrong = report.misclassified(test.y, params.evaluate.misclassified)
+    wrong = report.misclassified(test.y, settings.misclassified)
     save_figure(misclassified_figure(test.x[wrong], [names[i] for i in test.y[wrong]],
                                      [names[i] for i in report.predictions[wrong]],
                                      report.probabilities[wrong, report.predictions[wrong]],

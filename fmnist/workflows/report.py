@@ -1,7 +1,7 @@
 """The report stage: compare all architectures from the train/evaluate outputs (Markdown and one
 self-contained HTML page), record it as an MLflow run naming the training runs it was built from,
 and register the best model by validation accuracy, as the `champion` when the gate lets it
-(fmnist/core/gate.py), else as the `challenger`."""
+(fmnist/reporting/gate.py), else as the `challenger`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fmnist import tracking
-from fmnist.core.gate import CHAMPION, Contender, GateRule, decide
+from fmnist.reporting.gate import CHAMPION, Contender, GateRule, decide
 from fmnist.core.io import atomic_write_text, dict_csv_text, write_json
 from fmnist.reporting.figures import (accuracy_vs_time_figure, learning_curves_figure, per_class_f1_figure,
                                       save_figure, unit_weights_figure)
@@ -126,7 +126,7 @@ def _current_champion(client: MlflowClient, name: str):
 def register_champion(client: MlflowClient, entries: list[dict], name: str, report_run_id: str,
                       rule: GateRule = GateRule()) -> dict:
     """Register the best model by validation accuracy (once per run) and let the gate decide its alias:
-    `champion` if it beats the current champion (fmnist/core/gate.py), else `challenger`. The decision
+    `champion` if it beats the current champion (fmnist/reporting/gate.py), else `challenger`. The decision
     and both models' figures are tags of its model version; the result names the champion after it."""
     best = max(entries, key=lambda e: (e["best_val_acc"], -e["num_params"]))
     existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == best["run_id"]]

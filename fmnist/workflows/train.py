@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fmnist import tracking
-from fmnist.core.config import Params
+from fmnist.core.config import RecipeRun
 from fmnist.core.io import atomic_write_text, file_sha256, read_json, write_json
 from fmnist.core.seeds import PRIMARY_TAG, SEED_GROUP_TAG, SeedSpread
 from fmnist.core.runs import (RunPointer, RunSummary, history_csv, read_pointer, read_summary, write_pointer,
@@ -66,22 +66,23 @@ class TrainPaths:
 
 
 def load_fit_data(plan: RunPlan, paths: TrainPaths) -> FitData:
-    """The budget's stratified subsets of the split; validation and test subsets as evaluate scores them."""
+    """The recipe's stratified subsets of the split; validation and test subsets as evaluate scores them."""
     arrays = {name: load_arrays(path) for name, path in paths.inputs().items()}
     stats = read_json(paths.prepared_dir / "stats.json")
-    subset = {"train": plan.budget.train_subset, "val": plan.budget.eval_subset, "test": plan.budget.eval_subset}
+    subset = {"train": plan.recipe.train_subset, "val": plan.recipe.eval_subset, "test": plan.recipe.eval_subset}
     # Subsets drawn with train.seed, not the run's: every seed of a stage trains and is scored on the same images.
     arrays = {name: stratified_subset(a, subset[name], plan.train.seed) for name, a in arrays.items()}
     return FitData(arrays["train"], arrays["val"], arrays["test"], stats["classes"], stats["mean"], stats["std"],
                    test_each_epoch=plan.train.log_test_each_epoch)
 
 
-def train_architecture(params: Params, arch: str, paths: TrainPaths, root: Path = Path("."),
+def train_architecture(run: RecipeRun, paths: TrainPaths, root: Path = Path("."),
                        resume: bool | None = None) -> RunSummary:
     """Plan and check everything, take the output folder for this process alone, then train once per seed
     of the budget (resuming an interrupted run of the same recipe, data, code and seed unless `resume` or
     train.resume is false). The first seed's model is the stage's; the summary file adds the seeds' spread."""
-    plans = [plan_run(params, arch, seed) for seed in seeds_of(params, arch)]  # every check, before any work
+    plans = [plan_run(run, seed) for seed in seeds_of(run)]  # every check, before any work
+    arch = run.name
     first = plans[0]
     check_writable(paths.model_dir / CHECKPOINT_FILE, paths.metrics_file, paths.history_file, staging_root=root)
     tracking.configure(root)  # the store: reachable and readable, before any work
@@ -200,7 +201,7 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
         saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
     tags = tracking.base_tags(f"train@{plan.arch}", data_hashes, root)
     tags.update(tracking.environment_tags(str(plan.device)))
-    tags.update({"arch": plan.arch, "profile": plan.profile, "kind": plan.info.kind.value, **(extra_tags or {})})
+    tags.update({"arch": plan.arch, "network": plan.info.name, "profile": plan.profile, "kind": plan.info.kind.value, **(extra_tags or {})})
     staged = staging_dir(root, plan.arch)
     try:
         run_name = plan.arch if plan.seed == plan.train.seed else f"{plan.arch} seed {plan.seed}"
@@ -228,7 +229,7 @@ def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, stag
     `seeds`, none for a later seed's) adds the spread over all its seeds to the summary."""
     mlflow.log_metrics(trained.summary.metrics())
     mlflow.set_tags(trained.summary.tags())
-    save_checkpoint(staged / CHECKPOINT_FILE, arch=plan.arch, model_kwargs=plan.model_options,
+    save_checkpoint(staged / CHECKPOINT_FILE, arch=plan.arch, network=plan.info.name, model_kwargs=plan.model_options,
                     num_classes=len(data.class_names), class_names=data.class_names, run_id=run_id,
                     **trained.checkpoint)
     example = pixels_to_input(data.val.x[:4]).numpy()
@@ -237,7 +238,7 @@ def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, stag
     mlflow.log_text(history, "history.csv")
     write_pointer(staged, RunPointer(run_id=run_id, experiment=plan.experiment, arch=plan.arch,
                                      tracking_uri=mlflow.get_tracking_uri(), early_stopping=plan.stop_rule,
-                                     test_subset_size=plan.budget.eval_subset, test_subset_seed=plan.train.seed))
+                                     test_subset_size=plan.recipe.eval_subset, test_subset_seed=plan.train.seed))
     for seed, stash in (seeds.stashes if seeds else {}).items():
         target = staged / SEEDS_DIR / str(seed)
         target.parent.mkdir(exist_ok=True)
