@@ -10,17 +10,20 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := true
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick cpu full run exps metrics test test-fast lock bench server server-stop ci-rehearsal lint-workflow
+.PHONY: help setup system-deps venv quick cpu full run profiles exps metrics test test-fast lint lock bench server server-stop ci-rehearsal lint-workflow
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
 	@echo "make quick    run the whole DVC pipeline on the quick budget (own MLflow experiment)"
 	@echo "make run      the benchmark this machine can finish: the full profile with a GPU, the cpu profile without"
+	@echo "make PROFILE  the whole DVC pipeline on any profile under profiles: in params.yaml (make quick, make cpu, ...)"
 	@echo "make cpu      the whole DVC pipeline on the cpu profile (real results on 2 CPU cores in at most 2 hours)"
 	@echo "make full     the whole DVC pipeline on the full profile (the GPU benchmark)"
 	@echo "make exps     every DVC experiment: the params that differ and the headline metrics (fmnist exps)"
 	@echo "make metrics  the headline metrics of the workspace (dvc metrics show --md metrics/summary.json)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
+	@echo "make lint     ruff (pyflakes, pycodestyle, import order, pyupgrade, bugbear) over the code and tests"
+	@echo "make profiles the profiles params.yaml defines (make PROFILE runs any of them: make quick, make cpu, ...)"
 	@echo "make server   a tracking server for a team: PostgreSQL + mlflow server on 127.0.0.1:5000 (make server-stop)"
 	@echo "make ci-rehearsal  play the CI retraining workflow end to end here (docs/ci.md, docs/ci_rehearsal.md)"
 	@echo "make lint-workflow  check .github/workflows/retrain.yml against GitHub's workflow schema"
@@ -51,15 +54,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 lock:
 	$(PIP) freeze --exclude-editable | grep -v '^fmnist' > requirements.lock
 
-# Both set `profile:` in params.yaml, so params, dvc.lock and the outputs always agree.
-quick: setup
-	$(PY) -m fmnist.cli pipeline quick
+# Any profile params.yaml defines is a target (make quick, make cpu, make full, ...): it sets `profile:` in
+# params.yaml, so params, dvc.lock and the outputs always agree, then runs `dvc repro`.
+PROFILES := $(shell sed -n '/^profiles:/,/^[^ #]/s/^  \([A-Za-z][A-Za-z0-9_-]*\):.*/\1/p' params.yaml)
+.PHONY: $(PROFILES)
+$(PROFILES): setup
+	$(PY) -m fmnist.cli pipeline $@
 
-cpu: setup
-	$(PY) -m fmnist.cli pipeline cpu
-
-full: setup
-	$(PY) -m fmnist.cli pipeline full
+profiles: venv
+	$(PY) -m fmnist.cli profiles
 
 # The profile this machine can finish: full on a GPU, cpu otherwise (make full / make cpu force one).
 run: setup
@@ -82,6 +85,9 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 # Our data path against the standard torchvision + DataLoader one, on this machine; run it on a quiet one.
 bench: venv

@@ -150,7 +150,7 @@ def check(repo: Path, jobs: list, ok: list[bool]) -> dict:
         runs = db.execute("select run_uuid, status from runs").fetchall()
         right = 0
         epochs_expected = epochs_found = 0
-        for (arch, seed, folder), success in zip(jobs, ok):
+        for (_arch, seed, folder), success in zip(jobs, ok):
             if not success:
                 continue
             run_id = json.loads((repo / folder / "model/run.json").read_text())["run_id"]

@@ -12,8 +12,8 @@ from pathlib import Path
 from fmnist.ci import commands as ci_commands
 from fmnist.core.config import ConfigError, load_file, load_params
 from fmnist.core.entry import run_main
-from fmnist.params_edit import set_profile
 from fmnist.models.checks import check_params
+from fmnist.params_edit import set_profile
 
 OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 

@@ -4,8 +4,8 @@ ruamel.yaml's round-trip parser gives the value's exact position, and only that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fmnist.core.config import Params, parse_params, read_params_file
 from fmnist.core.errors import ConfigError

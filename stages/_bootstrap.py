@@ -15,7 +15,8 @@ sys.path.insert(0, str(ROOT))  # this checkout's fmnist, whatever else is instal
 def ensure_environment() -> None:
     venv_python = ROOT / ".venv" / "bin" / "python"
     in_venv = Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
-    missing = next((name for name in ("pydantic", "yaml", "mlflow", "filelock") if importlib.util.find_spec(name) is None),
+    missing = next((name for name in ("pydantic", "yaml", "mlflow", "filelock")
+                    if importlib.util.find_spec(name) is None),
                    None)  # found, not imported: a stage that needs no torch does not pay for it
     if in_venv or (missing is None and not venv_python.is_file()):
         return  # the project's environment, or (no .venv here, e.g. conda for `mlflow run`) a complete one

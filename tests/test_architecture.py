@@ -21,7 +21,8 @@ sys.meta_path.insert(0, BlockTorch())
 """
 
 TORCH_FREE = ["fmnist.core.config", "fmnist.core.runs", "fmnist.core.entry", "fmnist.core.errors", "fmnist.core.io",
-              "fmnist.core.stopping", "fmnist.reporting.gate", "fmnist.models", "fmnist.models.registry", "fmnist.reporting.tables",
+              "fmnist.core.stopping", "fmnist.reporting.gate", "fmnist.models", "fmnist.models.registry",
+              "fmnist.reporting.tables",
               "fmnist.reporting.sources", "fmnist.reporting.render", "fmnist.reporting.figures",
               "fmnist.workflows.report"]
 
@@ -60,10 +61,13 @@ def fmnist_imports(path: Path) -> set[str]:
 FORBIDDEN = {
     "core": ("fmnist.data", "fmnist.models", "fmnist.training", "fmnist.tracking", "fmnist.reporting",
              "fmnist.workflows", "fmnist.cli", "fmnist.predict", "fmnist.ci", "fmnist.params_edit"),
-    "data": ("fmnist.models", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
-    "models": ("fmnist.data", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
+    "data": ("fmnist.models", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows",
+             "fmnist.ci"),
+    "models": ("fmnist.data", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows",
+               "fmnist.ci"),
     "training": ("fmnist.tracking", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
-    "tracking": ("fmnist.data", "fmnist.models", "fmnist.training", "fmnist.reporting", "fmnist.workflows", "fmnist.ci"),
+    "tracking": ("fmnist.data", "fmnist.models", "fmnist.training", "fmnist.reporting", "fmnist.workflows",
+                 "fmnist.ci"),
     "reporting": ("fmnist.data", "fmnist.models", "fmnist.training", "fmnist.workflows", "fmnist.ci"),
     "workflows": ("fmnist.cli", "fmnist.ci", "fmnist.params_edit"),
     # CI drives DVC and the CLI's commands from beside the CLI: it runs stages as processes, never in-process

@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_images
-from fmnist.training.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
 from fmnist.data.prepare import Arrays
 from fmnist.models import create_model, list_models, model_info
 from fmnist.models.baselines import learned_numbers
 from fmnist.models.wrapper import EstimatorClassifier, pixels_to_input
 from fmnist.training.baseline import features, fit_baseline
+from fmnist.training.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
+
+from conftest import synthetic_images
 
 BASELINES = ["sk_knn", "sk_logreg", "sk_mlp", "sk_random_forest", "sk_svc"]
 SMALL = {"sk_random_forest": {"n_estimators": 10}, "sk_mlp": {"max_iter": 300}}
@@ -31,11 +32,17 @@ def test_the_five_baselines_are_registered_as_sklearn():
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_fits_scores_and_counts_what_it_learned(name):
-    train, val = arrays(200, 1), arrays(60, 2)
+    train, val, test = arrays(200, 1), arrays(60, 2), arrays(80, 3)
+    test = Arrays(test.x, np.where(np.arange(80) % 4 == 0, (test.y + 1) % 10, test.y))  # a quarter mislabelled
     estimator = create_model(name, random_state=0, **SMALL.get(name, {}))
-    result = fit_baseline(estimator, train, val, val, seed=0)
+    result = fit_baseline(estimator, train, val, test, seed=0)
     (row,) = result.history
-    assert row.epoch == 1 and row.val_acc == row.test_acc and row.val_acc > 0.8
+    assert row.epoch == 1 and row.val_acc > 0.8
+    # each split scored on its own images: the test figure is the estimator's on the test images, which it
+    # never saw, and a quarter of whose labels are wrong (so it cannot equal the validation figure by chance)
+    assert row.val_acc == pytest.approx(estimator.score(features(val), val.y))
+    assert row.test_acc == pytest.approx(estimator.score(features(test), test.y))
+    assert row.test_acc < row.val_acc - 0.1
     assert row.cumulative_seconds >= result.fit_seconds > 0
     assert ("val_loss" in row.row()) == (row.val_loss is not None) == hasattr(estimator, "predict_proba")
     assert learned_numbers(estimator) > 0
@@ -58,7 +65,8 @@ def test_learned_numbers_by_estimator_type():
 def test_estimator_checkpoint_round_trip(tmp_path):
     train = arrays(100, 1)
     estimator = create_model("sk_logreg").fit(features(train), train.y)
-    path = save_checkpoint(tmp_path / "model.pt", arch="sk_logreg", network="sk_logreg", model_kwargs={}, num_classes=10,
+    path = save_checkpoint(tmp_path / "model.pt", arch="sk_logreg", network="sk_logreg", model_kwargs={},
+                           num_classes=10,
                            class_names=[str(i) for i in range(10)], estimator=estimator)
     assert (tmp_path / "estimator.pkl").is_file()
     model = classifier_from_checkpoint(load_checkpoint(path))

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-
-from fmnist.reporting.gate import CHALLENGER, CHAMPION, Contender, GateRule, decide
 from fmnist.ci.plan import architectures_to_train, github_output, stages_to_run
 from fmnist.cli import main
+from fmnist.reporting.gate import CHALLENGER, CHAMPION, Contender, GateRule, decide
+
+from conftest import ROOT
 
 DATA = {"train": "a" * 64, "val": "b" * 64, "test": "c" * 64}
 # As `dvc repro --dry` prints it (DVC 3.x): stages that would run, and those it skips.
@@ -196,43 +196,6 @@ def test_the_report_stage_registers_through_the_gate(tmp_path):
     promoted = register_champion(client, [first, slightly, better], "m", "report-3")
     assert promoted["gate"]["promoted"] and promoted["version"] == 3
     assert client.get_model_version_by_alias("m", CHAMPION).run_id == better["run_id"]
-
-
-def test_logging_to_a_server_survives_transient_errors(monkeypatch):
-    """MLflow's client retries 408/429/5xx with backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default;
-    the workflow sets it): a server that answers 503 twice still gets the metrics."""
-    import http.server
-    import threading
-
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    seen = []
-
-    class Flaky(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append((self.path, body))
-            code = 503 if len(seen) <= 2 else 200
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
-    try:
-        client = MlflowClient(f"http://127.0.0.1:{server.server_address[1]}")
-        client.log_batch("r1", metrics=[Metric("val_acc", 0.9, 0, 1)])
-    finally:
-        server.shutdown()
-    assert [path for path, _ in seen] == ["/api/2.0/mlflow/runs/log-batch"] * 3
-    assert b"val_acc" in seen[-1][1]
 
 
 def test_server_commands_without_a_server_say_how_to_start_one(tmp_path, capsys):

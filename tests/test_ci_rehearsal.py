@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from fmnist.ci.rehearsal import ARCHS, rehearse, transcript
+
+from conftest import ROOT
 
 pytestmark = pytest.mark.ci_rehearsal
 

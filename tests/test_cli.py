@@ -9,11 +9,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from fmnist.cli import main
 from fmnist.params_edit import set_profile
-from fmnist.core.config import load_params
-from fmnist.core.errors import ConfigError
+
+from conftest import ROOT
 
 
 def fmnist(*args, cwd=ROOT, env=None):
@@ -30,7 +29,8 @@ def params_copy(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "mlp", "--set", "recipes.mlp.optimizer.lr=.nan"], "recipes.mlp.optimizer.lr: got nan, expected a finite"),
+    (["train", "mlp", "--set", "recipes.mlp.optimizer.lr=.nan"],
+     "recipes.mlp.optimizer.lr: got nan, expected a finite"),
     (["train", "mlp", "--set", "train.seed=[1"], "override 'train.seed=[1': the value is not valid YAML"),
     (["train", "vgg99"], "no recipe 'vgg99'"),
     (["train", "mlp", "--set", "recipes.mlp.model.hiden=[3]"], "recipes.mlp.model: unknown option 'hiden'"),
@@ -135,9 +135,10 @@ def test_tables_says_which_experiment_it_read_and_carries_the_notes(params_copy,
     """The MLflow-only tables say what the report says: the experiment read, the SWA row, divergence."""
     from types import SimpleNamespace
 
+    from test_render import report_inputs
+
     import fmnist.reporting.sources as sources
     import fmnist.tracking as tracking
-    from test_render import report_inputs
 
     monkeypatch.chdir(params_copy.parent)  # the MLflow client it builds looks here, not in the repository
     set_profile(params_copy, "quick")

@@ -1,11 +1,12 @@
 import pytest
 import yaml
 
-from conftest import ROOT
 from fmnist.core.config import ConfigError, apply_overrides, load_file, load_params, parse_params
 from fmnist.core.errors import DeviceError
 from fmnist.models.checks import check_params
 from fmnist.training.plan import plan_run
+
+from conftest import ROOT
 
 
 def repo_params() -> dict:
@@ -35,7 +36,8 @@ BAD_VALUES = [
     (lambda d: d["recipes"]["mlp"]["optimizer"].update(name="rmsprop"),
      "recipes.mlp.optimizer.name: got 'rmsprop', allowed values: adam, adamw, sgd"),
     (lambda d: d["train"].update(device="tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
-    (lambda d: d.update(profile="fast"), "profile: got 'fast', allowed values: full, cpu, quick (the names under profiles:"),
+    (lambda d: d.update(profile="fast"),
+     "profile: got 'fast', allowed values: full, cpu, quick (the names under profiles:"),
     (lambda d: d["recipes"]["cnn4"].update(optimizer={"nesterov": True}), "Nesterov momentum needs name: sgd"),
     (lambda d: d["preprocess"].update(classes=[0, 11]), "preprocess.classes: got [0, 11]"),
     (lambda d: d["train"].update(deterministic="yes"), "train.deterministic: got 'yes', expected true or false"),

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
 from fmnist.models.registry import _REGISTRY
+
+from conftest import ROOT
 
 
 def module_file(name: str) -> Path | None:

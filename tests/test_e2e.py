@@ -97,7 +97,8 @@ def test_all_stages_ran_and_a_second_repro_does_nothing(pipeline):
 def test_mlflow_runs_hold_recipe_tags_and_per_epoch_metrics(pipeline):
     repo, env, _, _ = pipeline
     runs = runs_by_name(repo)
-    assert sorted(r.info.run_name for r in all_runs()) == ["cnn4", "mlp", "report", "sk_logreg"]  # the second repro added none
+    # the second repro added none
+    assert sorted(r.info.run_name for r in all_runs()) == ["cnn4", "mlp", "report", "sk_logreg"]
     assert {r.info.status for r in all_runs()} == {"FINISHED"}
     head = sh("git", "rev-parse", "HEAD", cwd=repo, env=env).strip()
     mlp = runs["mlp"]

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from fmnist.core.errors import OutputError
+from fmnist.models import create_model
 from fmnist.training.checkpoint import classifier_from_checkpoint, load_checkpoint, save_checkpoint
 from fmnist.training.scoring import score_predictions
-from fmnist.models import create_model
 
 NAMES = ["a", "b", "c"]
 

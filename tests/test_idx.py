@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from conftest import idx_bytes, synthetic_images
 from fmnist.data.idx import IdxFormatError, read_images, read_labels, read_pair
+
+from conftest import idx_bytes, synthetic_images
 
 
 def write(tmp_path, name, data):

@@ -4,9 +4,9 @@ import stat
 import numpy as np
 import pytest
 
-from fmnist.data.prepare import load_arrays
 from fmnist.core.errors import DataError, OutputError
 from fmnist.core.io import atomic_write_text, read_json, save_npz
+from fmnist.data.prepare import load_arrays
 
 
 def test_atomic_write_gives_normal_permissions_and_keeps_existing_ones(tmp_path):

@@ -6,14 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
 from fmnist.core.config import ConfigError, load_params, parse_file, parse_params
 from fmnist.core.layers import merge
+
+from conftest import ROOT
 from test_workflows import project  # noqa: F401 (fixture)
 
 

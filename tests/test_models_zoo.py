@@ -61,13 +61,6 @@ def test_all_are_registered_and_their_default_options_validate():
 
 
 @pytest.mark.parametrize("arch", ZOO)
-def test_builds_on_the_meta_device(arch):
-    with torch.device("meta"):
-        model = create_model(arch, **NO_DOWNLOAD.get(arch, {}))
-    assert all(p.is_meta for p in model.parameters())
-
-
-@pytest.mark.parametrize("arch", ZOO)
 @pytest.mark.parametrize("num_classes", [10, 5])
 @torch.no_grad()
 def test_output_shape(arch, num_classes):

@@ -4,10 +4,11 @@ import shutil
 
 import pytest
 
-from conftest import ROOT
 from fmnist.core.config import load_params
 from fmnist.core.errors import ConfigError
 from fmnist.params_edit import set_profile
+
+from conftest import ROOT
 
 
 @pytest.fixture
@@ -22,7 +23,8 @@ def test_set_profile_changes_only_the_profile_and_keeps_comments(params_copy):
     set_profile(params_copy, "quick")
     after = params_copy.read_text()
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
-    assert [(a.split("#")[0].strip(), b.split("#")[0].strip()) for a, b in changed] == [("profile: full", "profile: quick")]
+    values = [(a.split("#")[0].strip(), b.split("#")[0].strip()) for a, b in changed]
+    assert values == [("profile: full", "profile: quick")]
     assert len(before.splitlines()) == len(after.splitlines())
     assert load_params(params_copy).profile == "quick"
 

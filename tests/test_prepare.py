@@ -4,10 +4,17 @@ import numpy as np
 import pytest
 
 from fmnist.core.errors import DataError
-from fmnist.data.fetch import fetch_all
 from fmnist.data import fetch
-from fmnist.data.prepare import (Arrays, load_arrays, preprocess, select_classes, split, stratified_split,
-                                 stratified_subset)
+from fmnist.data.fetch import fetch_all
+from fmnist.data.prepare import (
+    Arrays,
+    load_arrays,
+    preprocess,
+    select_classes,
+    split,
+    stratified_split,
+    stratified_subset,
+)
 
 TINY = {"train": 60, "t10k": 20}
 

@@ -38,8 +38,7 @@ def test_markdown_table_formats_cells():
 import math  # noqa: E402
 
 from fmnist.core.runs import RunSummary, summarise, with_average  # noqa: E402
-from fmnist.reporting.notes import (DIVERGED_RULE, divergence, epoch_bullets, epoch_rows, run_note,  # noqa: E402
-                                    run_notes)
+from fmnist.reporting.notes import DIVERGED_RULE, divergence, epoch_bullets, epoch_rows, run_note, run_notes  # noqa: E402
 from fmnist.reporting.tables import ReportInputs  # noqa: E402
 
 

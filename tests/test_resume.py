@@ -6,15 +6,22 @@ import io
 import pytest
 import torch
 
-from conftest import synthetic_images
-from fmnist.core.recipe import (AugmentConfig, EarlyStoppingConfig, OptimizerConfig, RecipeConfig, SchedulerConfig,
-                                SwaConfig)
+from fmnist.core.recipe import (
+    AugmentConfig,
+    EarlyStoppingConfig,
+    OptimizerConfig,
+    RecipeConfig,
+    SchedulerConfig,
+    SwaConfig,
+)
 from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model
 from fmnist.training.loop import fit
-from fmnist.training.steps import Diverged
 from fmnist.training.runtime import seed_everything
+from fmnist.training.steps import Diverged
+
+from conftest import synthetic_images
 
 CPU = torch.device("cpu")
 TIMINGS = ("epoch_seconds", "cumulative_seconds")

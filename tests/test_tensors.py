@@ -2,8 +2,15 @@ import numpy as np
 import torch
 
 from fmnist.data.prepare import Arrays
-from fmnist.data.tensors import (BatchAugment, DeviceDataset, Normalizer, eval_batches, random_hflip,
-                                 random_translate, train_batches)
+from fmnist.data.tensors import (
+    BatchAugment,
+    DeviceDataset,
+    Normalizer,
+    eval_batches,
+    random_hflip,
+    random_translate,
+    train_batches,
+)
 
 
 def gen(seed=0):

@@ -4,9 +4,9 @@ import signal
 import mlflow
 import pytest
 
+from fmnist import tracking
 from fmnist.core.errors import StoreError
 from fmnist.core.runs import EpochRecord
-from fmnist import tracking
 
 
 @pytest.fixture

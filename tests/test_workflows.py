@@ -7,17 +7,18 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import ROOT, synthetic_images
 from fmnist.core.config import parse_params
 from fmnist.core.errors import DeviceError, OutputError, StoreError
 from fmnist.core.io import save_npz, write_json
+from fmnist.core.runs import read_history, read_pointer, read_summary
 from fmnist.core.seeds import split_spread
-from fmnist.core.runs import EPOCH_METRICS, read_history, read_pointer, read_summary
 from fmnist.data.prepare import CLASS_NAMES, normalisation_stats
 from fmnist.training.plan import plan_run
 from fmnist.workflows.evaluate import EvalPaths, evaluate_architecture
 from fmnist.workflows.report import ReportPaths, ReportSettings, write_report
 from fmnist.workflows.train import TrainPaths, train_architecture
+
+from conftest import ROOT, synthetic_images
 
 
 def tiny_params(**overrides):
@@ -125,10 +126,6 @@ def test_plan_refuses_an_unavailable_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DeviceError, match="no CUDA device is available"):
         plan_run(tiny_params(device="cuda").run_of("mlp"))
-
-
-def test_epoch_metrics_are_the_history_columns():
-    assert EPOCH_METRICS[0] == "train_loss" and "epoch" not in EPOCH_METRICS
 
 
 def seeded_params(seeds=2):

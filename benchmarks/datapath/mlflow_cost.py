@@ -8,9 +8,9 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import mlflow
 from torch import nn

@@ -12,9 +12,9 @@ import gzip
 import json
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch

@@ -13,10 +13,10 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -25,11 +25,20 @@ from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset
 from fmnist.models import create_model, model_info
 from fmnist.training.devices import sync
-from fmnist.training.steps import train_steps
 from fmnist.training.runtime import Runtime
+from fmnist.training.steps import train_steps
 
-from .paths import (Batch, EpochFn, endless, load_train, normalisation, our_epochs, ready_epochs, standard_epochs,
-                    torchvision_root)
+from .paths import (
+    Batch,
+    EpochFn,
+    endless,
+    load_train,
+    normalisation,
+    our_epochs,
+    ready_epochs,
+    standard_epochs,
+    torchvision_root,
+)
 
 LR = 1e-3
 

@@ -46,8 +46,8 @@ def ci(args: argparse.Namespace) -> int:
     from fmnist.ci import plan, steps
 
     if args.profile:
-        from fmnist.params_edit import set_profile
         from fmnist.models.checks import check_params
+        from fmnist.params_edit import set_profile
 
         set_profile(Path("params.yaml"), args.profile, check_params)
     if args.ci_command == "plan":

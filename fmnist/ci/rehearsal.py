@@ -28,9 +28,9 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from fmnist.ci import server as srv
-from fmnist.core.config import load_params
 from fmnist.ci.plan import stages_to_run
 from fmnist.ci.steps import FROM_CACHE
+from fmnist.core.config import load_params
 
 ARCHS = ["mlp", "cnn1", "fastcnn", "sk_logreg"]
 SMALL = {"mlp": {"epochs": 2, "train_subset": 3000, "eval_subset": 1000},
@@ -233,7 +233,8 @@ def transcript(result: dict) -> str:
     trainings = sorted((r for r in result["first_runs"] if r["stage"].startswith("train@")), key=lambda r: r["start"])
     t0 = min((r["start"] for r in trainings), default=0)
     lines += ["## Trainings logged at once to the PostgreSQL-backed server (CI run 1)", "",
-              "| run | status | epochs | val_acc points logged | started (s) | ended (s) |", "|---|---|---:|---:|---:|---:|"]
+              "| run | status | epochs | val_acc points logged | started (s) | ended (s) |",
+              "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['name']} | {r['status']} | {r['epochs_run']} | {r['val_acc_points']} | {r['start'] - t0:.1f} | "
               f"{r['end'] - t0:.1f} |" for r in trainings]
     left = [r for r in result["all_runs"] if r["status"] == "RUNNING"]

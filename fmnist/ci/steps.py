@@ -84,7 +84,7 @@ def read_bundles(bundles: list[Path]) -> dict[str, tuple[Path, dict]]:
 def merge_bundles(bundles: list[Path], root: Path = Path(".")) -> list[str]:
     """Bring the train jobs' results into this workspace: dvc.lock entries and the small outputs."""
     found = read_bundles(bundles)
-    for stage, (path, entry) in found.items():
+    for _stage, (path, entry) in found.items():
         for rel in _small_outputs(entry):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path / rel, root / rel)

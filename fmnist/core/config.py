@@ -96,7 +96,7 @@ class ParamsFile(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
 
-    def resolve(self, profile: str | None = None) -> "Params":
+    def resolve(self, profile: str | None = None) -> Params:
         """The params as `profile` (default: the file's `profile:`) runs them."""
         name = self.profile if profile is None else profile
         if name not in self.profiles:
@@ -142,7 +142,7 @@ class RecipeRun(Section):
         return self.model_dump_json(indent=1) + "\n"
 
     @classmethod
-    def read(cls, path: str | Path) -> "RecipeRun":
+    def read(cls, path: str | Path) -> RecipeRun:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no resolved recipe; run `dvc repro resolve` (it writes one per recipe "

@@ -11,8 +11,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fmnist.core.config import ConfigError, Params, RecipeRun, load_params
 from fmnist.core.errors import FmnistError, Terminated

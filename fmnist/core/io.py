@@ -7,8 +7,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,8 @@ def tree_sha256(folder: str | Path, pattern: str = "*", skip: tuple[str, ...] = 
 
     folder = Path(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob(pattern) if p.is_file() and p.relative_to(folder).as_posix() not in skip):
+    files = (p for p in folder.rglob(pattern) if p.is_file() and p.relative_to(folder).as_posix() not in skip)
+    for path in sorted(files):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

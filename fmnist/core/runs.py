@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from fmnist.core.errors import OutputError
 from fmnist.core.io import csv_text, read_json, write_json
@@ -47,7 +48,7 @@ class EpochRecord:
         return {c: getattr(self, c) for c in EPOCH_COLUMNS if getattr(self, c) is not None}
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> "EpochRecord":
+    def from_row(cls, row: Mapping[str, Any]) -> EpochRecord:
         values = {c: row[c] for c in EPOCH_COLUMNS if row.get(c) not in (None, "")}
         values["epoch"] = int(values["epoch"])
         return cls(**{k: (v if k == "epoch" else float(v)) for k, v in values.items()})
@@ -114,7 +115,7 @@ class StopRule:
                 f"improving by more than {self.min_delta:g}")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> "StopRule":
+    def from_params(cls, params: Mapping[str, str]) -> StopRule:
         """From a training run's MLflow params (the recipe, flattened as `recipe.*`)."""
         prefix = "recipe.early_stopping."
         return cls(params[prefix + "monitor"], int(params[prefix + "patience"]), float(params[prefix + "min_delta"]))
@@ -166,7 +167,7 @@ class RunSummary:
         return {k: float(v) for k, v in self.to_dict().items() if isinstance(v, (int, float)) and v is not None}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunSummary":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
         names = {f.name for f in fields(cls)} - {"time_to", "extra"}
         time_to = {k: v for k, v in data.items() if k.startswith(("time_to_", "epoch_to_"))}
         extra = {k: v for k, v in data.items() if k not in names and k not in time_to}
@@ -174,7 +175,7 @@ class RunSummary:
 
     @classmethod
     def from_mlflow(cls, metrics: Mapping[str, float], params: Mapping[str, str],
-                    tags: Mapping[str, str] | None = None) -> "RunSummary":
+                    tags: Mapping[str, str] | None = None) -> RunSummary:
         """From a training run's MLflow metrics, params and tags (what `metrics()`, the params and `tags()`
         logged)."""
         ints = ("num_params", "epochs_run", "best_epoch", "early_stop_epoch")

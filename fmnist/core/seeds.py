@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import statistics
 import dataclasses
+import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 from fmnist.core.runs import RunSummary
 
@@ -32,7 +32,7 @@ class SeedSpread:
     train_seconds_mean: float
 
     @classmethod
-    def of(cls, summaries: Iterable[RunSummary]) -> "SeedSpread":
+    def of(cls, summaries: Iterable[RunSummary]) -> SeedSpread:
         summaries = list(summaries)
         val = _mean_std([s.best_val_acc for s in summaries])
         test = _mean_std([s.selected_test_acc for s in summaries if s.selected_test_acc is not None])

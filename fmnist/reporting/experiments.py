@@ -7,7 +7,8 @@ and training time, and the champion. Pure functions of `dvc exp show --json` out
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from fmnist.reporting.tables import cell, markdown_table
 

@@ -28,7 +28,7 @@ class Contender:
     data: dict[str, str]  # data file name -> SHA-256, from the training run's tags
 
     @classmethod
-    def from_run(cls, run_id: str, arch: str, metrics: dict[str, float], tags: dict[str, str]) -> "Contender":
+    def from_run(cls, run_id: str, arch: str, metrics: dict[str, float], tags: dict[str, str]) -> Contender:
         """From a training run's MLflow metrics and tags (best_val_acc, final_test_acc, data_sha256.*)."""
         data = {k.removeprefix(DATA_TAG_PREFIX): v for k, v in tags.items() if k.startswith(DATA_TAG_PREFIX)}
         return cls(run_id, arch, metrics["best_val_acc"], metrics.get("final_test_acc"), data)
@@ -79,7 +79,8 @@ def decide(challenger: Contender, champion: Contender | None, rule: GateRule = G
                                f"{champion.val_acc:.4f}: a gain of {gain:+.4f}, below the margin {rule.margin:g}")
     if challenger.test_acc is not None and champion.test_acc is not None \
             and champion.test_acc - challenger.test_acc > rule.test_tolerance:
-        return Decision(False, f"test accuracy {challenger.test_acc:.4f} is {champion.test_acc - challenger.test_acc:.4f} "
+        lost = champion.test_acc - challenger.test_acc
+        return Decision(False, f"test accuracy {challenger.test_acc:.4f} is {lost:.4f} "
                                f"below the champion's {champion.test_acc:.4f}, more than the tolerance "
                                f"{rule.test_tolerance:g}")
     return Decision(True, f"validation accuracy {challenger.val_acc:.4f} beats the champion's {champion.val_acc:.4f} "

@@ -10,8 +10,9 @@ The write-ups (see the reference projects' README):
   004_6339e2a759cdee74.txt  eight networks with a cyclic LR, SWA and light augmentation
 
 Not from them: the scikit-learn figures, from the dataset authors' published benchmark table (source
-"Fashion-MNIST benchmark (Zalando)"); fastcnn, fast92/93/94 and speedrun are our own recipes (none). A difference is shown only where the reference's number of
-classes equals the run's (the classes the run was evaluated on); anything else is marked instead.
+"Fashion-MNIST benchmark (Zalando)"); fastcnn, fast92/93/94 and speedrun are our own recipes (none).
+A difference is shown only where the reference's number of classes equals the run's (the classes the run
+was evaluated on); anything else is marked instead.
 """
 
 from __future__ import annotations

@@ -9,8 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fmnist.reporting.notes import RunNote, diverged_text, epoch_bullets, epoch_rows
-from fmnist.reporting.tables import (LEADERBOARD_COLUMNS, LEADERBOARD_HEADERS, LEADERBOARD_NOTE, ReportTables, cell,
-                                     markdown_table)
+from fmnist.reporting.tables import (
+    LEADERBOARD_COLUMNS,
+    LEADERBOARD_HEADERS,
+    LEADERBOARD_NOTE,
+    ReportTables,
+    cell,
+    markdown_table,
+)
 
 EPOCH_COLUMNS = ["epoch", "train_acc", "val_acc", "test_acc", "cumulative_seconds", "marks"]
 EPOCH_HEADERS = ["epoch", "train acc", "val acc", "test acc", "cumulative time (s)", "marks"]

@@ -10,8 +10,17 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from fmnist.core.errors import StoreError
-from fmnist.core.runs import (EVAL_PREFIX, RunSummary, StopRule, history_from_metrics, leaderboard_entry,
-                              read_evaluation, read_history, read_pointer, read_summary)
+from fmnist.core.runs import (
+    EVAL_PREFIX,
+    RunSummary,
+    StopRule,
+    history_from_metrics,
+    leaderboard_entry,
+    read_evaluation,
+    read_history,
+    read_pointer,
+    read_summary,
+)
 from fmnist.core.seeds import SEED_GROUP_TAG, SeedSpread, split_spread
 from fmnist.reporting.tables import ReportInputs, spread_entry
 

@@ -67,7 +67,8 @@ def _board_columns() -> list[str]:
 
 LEADERBOARD_COLUMNS = _board_columns()
 _HEADERS = {"arch": "architecture", "kind": "kind", "num_params": "parameters", "epochs_run": "epochs run",
-            "converged": "converged or cut", "best_epoch": "best epoch", "best_val_acc": "val acc", "test_acc": "test acc (evaluated)",
+            "converged": "converged or cut", "best_epoch": "best epoch", "best_val_acc": "val acc",
+            "test_acc": "test acc (evaluated)",
             SEEDS_COLUMN: "test acc over seeds (mean ± std)", "n_test": "test images",
             "train_seconds": "train time (s)", "run_id": "MLflow run",
             **dict(zip(REFERENCE_COLUMNS, REFERENCE_HEADERS))}
@@ -75,7 +76,8 @@ LEADERBOARD_HEADERS = [_HEADERS.get(col, col) for col in LEADERBOARD_COLUMNS]
 LEADERBOARD_NOTE = (
     "**converged or cut**: converged when the run's early-stopping point (patience run out on validation) "
     "came inside its budget, or its diminishing-returns point (see the epoch tables) came before its last "
-    "epoch, so the last epochs added less than the tolerance; cut when the budget ended first. **test acc (evaluated)**: the stage's model (its first seed) "
+    "epoch, so the last epochs added less than the tolerance; cut when the budget ended first. "
+    "**test acc (evaluated)**: the stage's model (its first seed) "
     "scored by the evaluate stage, in fp32. **test acc over seeds**: the mean and sample standard deviation of "
     "the test accuracy of each seed's kept model, scored while training (under the run's precision, e.g. bf16 "
     "autocast, so the first seed's figure can differ from the evaluated one in the last digits), over the n "

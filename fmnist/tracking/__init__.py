@@ -14,8 +14,9 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -23,9 +24,9 @@ from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from fmnist.core.errors import StoreError, Terminated
+from fmnist.core.runs import EpochRecord
 from fmnist.tracking.stale import process_tags
 from fmnist.tracking.store import check_store, is_store_failure, schema_lock, sqlite_path, store_errors
-from fmnist.core.runs import EpochRecord
 
 STAGE_TAG = "fmnist.stage"
 

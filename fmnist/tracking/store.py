@@ -8,8 +8,8 @@ import contextlib
 import sqlite3
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from filelock import FileLock
 

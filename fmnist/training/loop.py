@@ -7,8 +7,9 @@ import dataclasses
 import math
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -16,12 +17,12 @@ from torch import nn
 
 from fmnist.core.recipe import RecipeConfig
 from fmnist.core.runs import EpochRecord
-from fmnist.training.devices import sync
-from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
-from fmnist.training.steps import DivergenceWatch, StepRules, evaluate, train_steps
 from fmnist.core.stopping import EarlyStopping, mode_for
-from fmnist.training.runtime import Runtime
+from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, eval_batches, train_batches
+from fmnist.training.devices import sync
 from fmnist.training.optim import LrSchedule, WeightAverager, build_optimizer, phase_start_epoch, recompute_batch_norm
+from fmnist.training.runtime import Runtime
+from fmnist.training.steps import DivergenceWatch, StepRules, evaluate, train_steps
 
 EpochCallback = Callable[[EpochRecord], None]
 

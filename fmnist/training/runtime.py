@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist.core.recipe import RecipeConfig
 from fmnist.core.errors import DeviceError
+from fmnist.core.recipe import RecipeConfig
 from fmnist.training.devices import has_native_bf16
 
 
@@ -49,7 +49,7 @@ class Runtime:
     compile_backend: str = "inductor"
 
     @classmethod
-    def for_recipe(cls, recipe: RecipeConfig, device: torch.device) -> "Runtime":
+    def for_recipe(cls, recipe: RecipeConfig, device: torch.device) -> Runtime:
         return cls(device, resolve_precision(recipe.precision, device), recipe.channels_last, recipe.compile)
 
     @property

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -88,7 +89,7 @@ class Trainer(ABC):
         return recipe.epochs
 
     @abstractmethod
-    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
+    def fit(self, plan: RunPlan, data: FitData, log: RunLog, model_dir: Path,
             resumable: Resumable | None = None) -> Trained: ...
 
     @abstractmethod
@@ -99,7 +100,7 @@ class Trainer(ABC):
 class NetworkTrainer(Trainer):
     kind = ModelKind.TORCH
 
-    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
+    def fit(self, plan: RunPlan, data: FitData, log: RunLog, model_dir: Path,
             resumable: Resumable | None = None) -> Trained:
         from fmnist.data.tensors import DeviceDataset, Normalizer
         from fmnist.models.init import init_weights
@@ -184,7 +185,7 @@ class EstimatorTrainer(Trainer):
     def epochs(self, recipe: Recipe) -> int:
         return 1  # one fit
 
-    def fit(self, plan: "RunPlan", data: FitData, log: RunLog, model_dir: Path,
+    def fit(self, plan: RunPlan, data: FitData, log: RunLog, model_dir: Path,
             resumable: Resumable | None = None) -> Trained:
         """One fit: nothing to resume (an interrupted fit starts again)."""
         import sklearn

@@ -8,21 +8,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 
 from fmnist import tracking
-from fmnist.tracking.store import store_errors
 from fmnist.core.config import EvaluateConfig, TrainConfig
-from fmnist.core.io import atomic_write_bytes, atomic_write_text, csv_text, dict_csv_text
 from fmnist.core.errors import OutputError
+from fmnist.core.io import atomic_write_bytes, atomic_write_text, csv_text, dict_csv_text
 from fmnist.core.runs import POINTER_FILE, Evaluation, RunPointer, read_pointer, write_evaluation
 from fmnist.data.prepare import load_arrays, stratified_subset
+from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
+from fmnist.tracking.store import store_errors
 from fmnist.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from fmnist.training.scoring import TestReport, pixel_logits, score_predictions
 from fmnist.training.trainers import checkpoint_network, trainer_for
-from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class EvalPaths:
     @classmethod
     def for_arch(cls, arch: str, model_dir: Path | None = None, test_file: Path = Path("data/prepared/test.npz"),
                  metrics_file: Path | None = None, confusion_csv: Path | None = None,
-                 figures_dir: Path | None = None) -> "EvalPaths":
+                 figures_dir: Path | None = None) -> EvalPaths:
         """The pipeline's layout (dvc.yaml's), with any path overridden."""
         return cls(model_dir or Path("models") / arch, test_file, metrics_file or Path("metrics/eval") / f"{arch}.json",
                    confusion_csv or Path("plots/confusion") / f"{arch}.csv", figures_dir or Path("reports/eval") / arch)
@@ -62,7 +62,8 @@ def check_belongs(arch: str, pointer: RunPointer, run, ckpt: dict, model_dir: Pa
     """The checkpoint, the pointer file and the MLflow run are one training's, of this architecture."""
     fix = f"re-run its training (`dvc repro --force train@{arch}`)"
     if ckpt.get("arch") != arch:
-        raise OutputError(f"{model_dir / CHECKPOINT_FILE} is a checkpoint of '{ckpt.get('arch')}', not of '{arch}'; {fix}")
+        raise OutputError(f"{model_dir / CHECKPOINT_FILE} is a checkpoint of '{ckpt.get('arch')}', not of '{arch}'; "
+                          f"{fix}")
     if ckpt.get("run_id") != pointer.run_id:
         raise OutputError(f"{model_dir}: the checkpoint belongs to MLflow run {ckpt.get('run_id')} but run.json names "
                           f"{pointer.run_id}: outputs of two trainings are mixed; {fix}")

@@ -16,15 +16,19 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fmnist import tracking
-from fmnist.reporting.gate import CHAMPION, Contender, GateRule, decide
 from fmnist.core.io import atomic_write_text, dict_csv_text, write_json
-from fmnist.reporting.figures import (accuracy_vs_time_figure, learning_curves_figure, per_class_f1_figure,
-                                      save_figure, unit_weights_figure)
-from fmnist.reporting.render import (Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html,
-                                     to_markdown)
-from fmnist.reporting.notes import RunNote, run_notes
-from fmnist.reporting.sources import from_outputs
 from fmnist.core.runs import EPOCH_COLUMNS, EpochRecord
+from fmnist.reporting.figures import (
+    accuracy_vs_time_figure,
+    learning_curves_figure,
+    per_class_f1_figure,
+    save_figure,
+    unit_weights_figure,
+)
+from fmnist.reporting.gate import CHAMPION, Contender, GateRule, decide
+from fmnist.reporting.notes import RunNote, run_notes
+from fmnist.reporting.render import Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html, to_markdown
+from fmnist.reporting.sources import from_outputs
 from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, build_tables
 
 log = logging.getLogger("fmnist")
@@ -124,10 +128,11 @@ def _current_champion(client: MlflowClient, name: str):
 
 
 def register_champion(client: MlflowClient, entries: list[dict], name: str, report_run_id: str,
-                      rule: GateRule = GateRule()) -> dict:
+                      rule: GateRule | None = None) -> dict:
     """Register the best model by validation accuracy (once per run) and let the gate decide its alias:
     `champion` if it beats the current champion (fmnist/reporting/gate.py), else `challenger`. The decision
     and both models' figures are tags of its model version; the result names the champion after it."""
+    rule = rule or GateRule()
     best = max(entries, key=lambda e: (e["best_val_acc"], -e["num_params"]))
     existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == best["run_id"]]
     if existing:

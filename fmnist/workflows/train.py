@@ -3,13 +3,12 @@ run, and write the stage's outputs (checkpoint, pointer file, summary, history).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import logging
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import torch
@@ -19,17 +18,24 @@ from mlflow.exceptions import MlflowException
 from fmnist import tracking
 from fmnist.core.config import RecipeRun
 from fmnist.core.io import atomic_write_text, file_sha256, read_json, write_json
+from fmnist.core.runs import (
+    RunPointer,
+    RunSummary,
+    history_csv,
+    read_pointer,
+    read_summary,
+    write_pointer,
+    write_summary,
+)
 from fmnist.core.seeds import PRIMARY_TAG, SEED_GROUP_TAG, SeedSpread
-from fmnist.core.runs import (RunPointer, RunSummary, history_csv, read_pointer, read_summary, write_pointer,
-                              write_summary)
 from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.models.wrapper import pixels_to_input
+from fmnist.tracking.stale import close_run, gone_reason, is_stale, stale_runs
+from fmnist.tracking.store import store_errors
 from fmnist.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from fmnist.training.plan import RunPlan, plan_run, seeds_of
-from fmnist.training.runtime import seed_everything
-from fmnist.tracking.store import store_errors
-from fmnist.tracking.stale import close_run, gone_reason, is_stale, stale_runs
 from fmnist.training.resume import SavedState, clear_state, load_state, run_key, save_state, state_path
+from fmnist.training.runtime import seed_everything
 from fmnist.training.trainers import FitData, Resumable
 from fmnist.workflows.outputs import WORK_DIR, check_writable, exclusive, replace_dir, staging_dir
 
@@ -48,13 +54,13 @@ class TrainPaths:
     @classmethod
     def for_arch(cls, arch: str, split_dir: Path = Path("data/split"), prepared_dir: Path = Path("data/prepared"),
                  model_dir: Path | None = None, metrics_file: Path | None = None,
-                 history_file: Path | None = None) -> "TrainPaths":
+                 history_file: Path | None = None) -> TrainPaths:
         """The pipeline's layout (dvc.yaml's), with any path overridden."""
         return cls(split_dir, prepared_dir, model_dir or Path("models") / arch,
                    metrics_file or Path("metrics/train") / f"{arch}.json",
                    history_file or Path("metrics/history") / f"{arch}.csv")
 
-    def for_seed(self, folder: Path) -> "TrainPaths":
+    def for_seed(self, folder: Path) -> TrainPaths:
         """A later seed's outputs, in one folder: model/, summary.json, history.csv (the layout it keeps under
         the stage's `models/ARCH/seeds/SEED/`)."""
         return TrainPaths(self.split_dir, self.prepared_dir, folder / "model", folder / "summary.json",
@@ -201,7 +207,8 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
         saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
     tags = tracking.base_tags(f"train@{plan.arch}", data_hashes, root)
     tags.update(tracking.environment_tags(str(plan.device)))
-    tags.update({"arch": plan.arch, "network": plan.info.name, "profile": plan.profile, "kind": plan.info.kind.value, **(extra_tags or {})})
+    tags.update({"arch": plan.arch, "network": plan.info.name, "profile": plan.profile, "kind": plan.info.kind.value,
+                 **(extra_tags or {})})
     staged = staging_dir(root, plan.arch)
     try:
         run_name = plan.arch if plan.seed == plan.train.seed else f"{plan.arch} seed {plan.seed}"
