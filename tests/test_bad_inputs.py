@@ -238,7 +238,8 @@ def dvc_repro_typo(project):
     data["recipes"]["mlp"]["budgets"]["quick"]["epochs"] = 0
     (repo / "params.yaml").write_text(yaml.safe_dump(data))
     before = snapshot(repo / "models")
-    done = run(sys.executable, "-m", "dvc", "repro", "--single-item", "train@mlp", cwd=repo, timeout=300)
+    # the recipe files first, as `dvc repro` would (the data stages, copied in, are left out)
+    done = run(sys.executable, "-m", "dvc", "repro", "--single-item", "resolve", "train@mlp", cwd=repo, timeout=300)
     assert snapshot(repo / "models") == before, "dvc repro deleted or changed the previous model"
     return done
 
