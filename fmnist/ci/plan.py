@@ -23,7 +23,9 @@ def architectures_to_train(dry_output: str) -> list[str]:
     return [stage.split("@", 1)[1] for stage in stages_to_run(dry_output) if stage.startswith("train@")]
 
 
-DATA_STAGE = "split"  # the last data stage; its deps chain back to the download
+DATA_STAGES = ("download", "preprocess", "split")
+DATA_STAGE = DATA_STAGES[-1]  # the last data stage; its deps chain back to the download
+RESOLVE_STAGE = "resolve"  # the recipes as the profile runs them: cheap, run wherever a train stage needs it
 
 
 def prepare_data(root: Path = Path(".")) -> None:
@@ -39,7 +41,7 @@ def dry_run(root: Path = Path(".")) -> str:
     run, nothing run. Outputs that are only in the remote (not pulled here) count as up to date when
     their stage's deps and params match dvc.lock. The stages downstream of training are left out: their
     deps (the models) are not here, and they run in the report job anyway."""
-    dvc_steps.dvc("repro", "resolve", root=root)  # the recipes' files first: a dry run cannot tell if they change
+    dvc_steps.dvc("repro", RESOLVE_STAGE, root=root)  # the recipes' files first: a dry run cannot tell if they change
     return dvc_steps.dvc("repro", "--dry", "--allow-missing", "--glob", "train@*", root=root, echo=False).stdout
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from fmnist.ci import server as srv
-from fmnist.ci.plan import stages_to_run
+from fmnist.ci.plan import DATA_STAGES, stages_to_run
 from fmnist.ci.steps import FROM_CACHE
 from fmnist.core.config import load_params
 
@@ -143,7 +143,7 @@ class Rehearsal:
                 raise RuntimeError(f"train job {arch} failed; see {log.name}")
             text = Path(log.name).read_text()
             run.restored[arch] = FROM_CACHE.findall(text)
-            run.rebuilt[arch] = [s for s in stages_to_run(text) if not s.startswith("train@")]
+            run.rebuilt[arch] = [s for s in stages_to_run(text) if s in DATA_STAGES]
         run.seconds["train (matrix)"] = time.monotonic() - started
         started = time.monotonic()
         comment = self.work / f"{name}-comment.md"
