@@ -29,9 +29,15 @@ def resolved_everywhere(data: dict) -> dict:
 
 
 def test_nested_sections_merge_key_by_key_and_lists_are_replaced():
-    merged = merge({"scheduler": {"name": "cyclic", "max_lr": 0.1, "cycle_epochs": 4}, "model": {"widths": [1, 2]}},
-                   {"scheduler": {"max_lr": 0.05}, "model": {"widths": [3]}})
-    assert merged == {"scheduler": {"name": "cyclic", "max_lr": 0.05, "cycle_epochs": 4}, "model": {"widths": [3]}}
+    base = {"scheduler": {"name": "cyclic", "max_lr": 0.1, "cycle_epochs": 4}, "model": {"widths": [1, 2]}}
+    over = {"scheduler": {"max_lr": 0.05}, "model": {"widths": [3]}, "swa": {"enabled": True}}
+    merged = merge(base, over)
+    assert merged == {"scheduler": {"name": "cyclic", "max_lr": 0.05, "cycle_epochs": 4}, "model": {"widths": [3]},
+                      "swa": {"enabled": True}}
+    merged["swa"]["enabled"] = False
+    merged["scheduler"]["name"] = "none"
+    assert over["swa"] == {"enabled": True} and base["scheduler"]["name"] == "cyclic"  # the layers stay as written
+    assert merge({"a": {"b": 1}}, {"a": None}, {"c": [1]}) == {"a": None, "c": [1]}
 
 
 def test_a_base_change_reaches_every_recipe_that_extends_it_and_no_other():
@@ -114,23 +120,26 @@ def test_a_new_profile_trains_and_goes_to_its_own_experiment(project, tmp_path):
     assert MlflowClient().get_experiment(run.info.experiment_id).name == "fmnist-edge"
 
 
-def test_the_cli_takes_its_profiles_from_the_params(tmp_path):
+def test_the_cli_takes_its_profiles_from_the_params(tmp_path, capsys):
+    from fmnist.cli import main
+
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(with_profile(repo_params()), sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def fmnist(*args):
-        return subprocess.run([sys.executable, "-m", "fmnist.cli", *args, "--params", str(path)], env=env,
-                              capture_output=True, text=True, timeout=120)
+        with pytest.raises(SystemExit) as done:
+            main([*args, "--params", str(path)])
+        out, err = capsys.readouterr()
+        return done.value.code, out, err
 
-    listed = fmnist("profiles")
-    assert listed.returncode == 0 and "edge" in listed.stdout and "fmnist-edge" in listed.stdout
-    shown = fmnist("recipe", "mlp", "--profile", "edge")
-    assert shown.returncode == 0, shown.stderr
-    assert yaml.safe_load(shown.stdout)["train_subset"] == 300 and "profile 'edge'" in shown.stdout
-    assert fmnist("profile", "edge").returncode == 0 and yaml.safe_load(path.read_text())["profile"] == "edge"
-    unknown = fmnist("profile", "tpu")
-    assert unknown.returncode == 2 and "allowed values: full, cpu, quick, edge" in unknown.stderr
+    code, out, _ = fmnist("profiles")
+    assert code == 0 and "edge" in out and "fmnist-edge" in out
+    code, out, err = fmnist("recipe", "mlp", "--profile", "edge")
+    assert code == 0, err
+    assert yaml.safe_load(out)["train_subset"] == 300 and "profile 'edge'" in out
+    assert fmnist("profile", "edge")[0] == 0 and yaml.safe_load(path.read_text())["profile"] == "edge"
+    code, _, err = fmnist("profile", "tpu")
+    assert code == 2 and "allowed values: full, cpu, quick, edge" in err
 
 
 def test_dvc_exp_run_rewrites_the_file_without_changing_any_recipe(tmp_path):

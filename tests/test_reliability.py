@@ -133,9 +133,9 @@ sys.argv = sys.argv[2:]
 sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python stages/train.py` would
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
-finally:  # background threads (a telemetry client's) get 3 s to try to connect before the process ends
+finally:  # background threads (a telemetry client's) get 1 s to try to connect before the process ends
     import threading, time
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 1
     for thread in threading.enumerate():
         if thread is not threading.main_thread():
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

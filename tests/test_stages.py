@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -31,10 +32,16 @@ def test_unknown_architecture_lists_known_ones(tmp_path):
 
 
 def test_a_resolved_file_cannot_be_overridden_or_missing(tmp_path):
-    result = run_stage("train.py", "--run", str(tmp_path / "mlp.json"), "--model-dir", str(tmp_path / "m"))
-    assert result.returncode == 2 and "mlp.json: no resolved recipe; run `dvc repro resolve`" in result.stderr
-    result = run_stage("train.py", "--run", str(tmp_path / "mlp.json"), "--set", "train.seed=1")
-    assert result.returncode == 2 and "--set applies to --arch NAME" in result.stderr
+    from fmnist.core.entry import add_recipe_arguments, load_run, parser
+    from fmnist.core.errors import ConfigError
+
+    p = parser("a stage")
+    add_recipe_arguments(p)
+    with pytest.raises(ConfigError, match="mlp.json: no resolved recipe; run `dvc repro resolve`"):
+        load_run(p.parse_args(["--run", str(tmp_path / "mlp.json")]))
+    with pytest.raises(ConfigError, match="--set applies to --arch NAME"):
+        load_run(p.parse_args(["--run", str(tmp_path / "mlp.json"), "--set", "train.seed=1"]))
+    assert load_run(p.parse_args(["--arch", "mlp", "--params", str(ROOT / "params.yaml")])).recipe.network == "mlp"
 
 
 def test_corrupt_raw_file_is_named(tmp_path):

@@ -3,8 +3,10 @@
 Layers, lowest first: the defaults of `Recipe`; the bases a recipe `extends:` (each base with its own
 bases under it); the recipe's own keys; then its budget for the profile (the profile's `budget:`
 defaults under the recipe's `budgets.PROFILE`), whose `recipe:` keys (which may `extends:` a base too)
-and `model:` options go over the recipe's. Sections merge key by key (OmegaConf.merge: a nested block
-is never replaced whole, as YAML's own merge key would); lists and scalars are replaced.
+and `model:` options go over the recipe's. Sections merge key by key (a nested block is never replaced
+whole, as YAML's own merge key would); lists and scalars are replaced. OmegaConf.merge has this rule,
+but building its typed containers cost 1.6 ms a merge here, 0.15 s for every load of params.yaml (each
+stage start, each command), against microseconds for `merge` below.
 
 Every layer is checked on its own before merging, so an error names the key in the file where the
 bad value is written (`recipe_bases.cyclic_swa.optimizer.lr`), not the recipe it ended up in.
@@ -12,9 +14,9 @@ bad value is written (`recipe_bases.cyclic_swa.optimizer.lr`), not the recipe it
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from omegaconf import OmegaConf
 from pydantic import ValidationError
 
 from fmnist.core.errors import ConfigError
@@ -26,9 +28,16 @@ BUDGET_KEYS = tuple(BudgetConfig.model_fields)
 
 
 def merge(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Later layers over earlier ones, sections key by key."""
-    merged = OmegaConf.merge(*(OmegaConf.create(layer) for layer in layers))
-    return OmegaConf.to_container(merged, resolve=False)
+    """Later layers over earlier ones: mappings key by key, at every depth; anything else replaced. The
+    layers are left as they were (what is merged in is copied)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
 
 
 def bases_of(layer: dict[str, Any], where: str, bases: dict[str, dict]) -> list[str]:
