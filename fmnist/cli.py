@@ -12,7 +12,7 @@ from pathlib import Path
 from fmnist.ci import commands as ci_commands
 from fmnist.core.config import ConfigError, load_file, load_params
 from fmnist.core.entry import run_main
-from fmnist.models.checks import check_params
+from fmnist.models.checks import check_every_profile, check_params
 from fmnist.params_edit import set_profile
 
 OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
@@ -27,7 +27,7 @@ def _env_with_this_python() -> dict[str, str]:
 def run_pipeline(profile: str, params_file: Path) -> int:
     """Set the profile in params.yaml (so params, dvc.lock and outputs agree), then `dvc repro`.
     Every recipe is checked against its network before any stage runs."""
-    set_profile(params_file, profile, check_params)
+    set_profile(params_file, profile, check_every_profile)
     return subprocess.call([sys.executable, "-m", "dvc", "repro"], env=_env_with_this_python())
 
 
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "profile":
-        set_profile(args.params, args.name, check_params)
+        set_profile(args.params, args.name, check_every_profile)
     elif args.command == "profiles":
         print(list_profiles(args.params))
     elif args.command == "recipe":

@@ -7,19 +7,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fmnist.core.config import Params, parse_params, read_params_file
+from fmnist.core.config import Params, ParamsFile, parse_file, read_params_file
 from fmnist.core.errors import ConfigError
 from fmnist.core.io import atomic_write_text
 
 
-def set_profile(params_file: Path, profile: str, check: Callable[[Params], None] | None = None) -> Params:
+def set_profile(params_file: Path, profile: str, check: Callable[[ParamsFile], None] | None = None) -> Params:
     """Set the top-level `profile:` once the file resolves for it (and passes `check`, e.g. the model
-    registry's); returns the params as that profile runs them."""
+    registry's for every profile); returns the params as that profile runs them."""
     from ruamel.yaml import YAML
 
-    params = parse_params(read_params_file(params_file), profile)
-    if check is not None:
-        check(params)
+    try:
+        raw = parse_file(read_params_file(params_file))
+        params = raw.resolve(profile)
+        if check is not None:
+            check(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{params_file}: {err}") from None
     text = params_file.read_text()
     try:
         data = YAML().load(text)

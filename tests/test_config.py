@@ -1,9 +1,9 @@
 import pytest
 import yaml
 
-from fmnist.core.config import ConfigError, apply_overrides, load_file, load_params, parse_params
+from fmnist.core.config import ConfigError, apply_overrides, load_file, load_params, parse_file, parse_params
 from fmnist.core.errors import DeviceError
-from fmnist.models.checks import check_params
+from fmnist.models.checks import check_every_profile, check_params
 from fmnist.training.plan import plan_run
 
 from conftest import ROOT
@@ -179,6 +179,9 @@ def test_a_budget_recipe_overrides_the_recipe_for_its_profile_only():
     ({"model": {"x": 1}}, "recipes.cnn4.budgets.cpu.recipe.model: a budget's recipe cannot set 'model'"),
     ({"budgets": {"full": {"epochs": 2}}}, "recipes.cnn4.budgets.cpu.recipe.budgets: a budget's recipe cannot set"),
     ({"extends": "nope"}, "recipes.cnn4.budgets.cpu.recipe.extends: unknown base 'nope'"),
+    ({"network": "cnn1"}, "recipes.cnn4.budgets.cpu.recipe.network: a budget's recipe cannot set 'network'"),
+    ({"extends": "fast"}, "recipes.cnn4.budgets.cpu.recipe.model: a budget's recipe cannot set 'model', "
+                          "directly or through a base it extends"),  # `fast` sets model and network
 ])
 def test_a_bad_budget_recipe_names_its_key(override, message):
     data = repo_params()
@@ -186,6 +189,19 @@ def test_a_bad_budget_recipe_names_its_key(override, message):
     with pytest.raises(ConfigError) as err:
         parse_params(data, "cpu")
     assert message in str(err.value)
+
+
+def test_every_profile_is_checked_whichever_is_active():
+    data = repo_params()
+    data["recipes"]["mlp"]["budgets"]["cpu"]["recipe"] = {"scheduler": {"name": "onecycle"}}  # no max_lr
+    with pytest.raises(ConfigError, match=r"recipes.mlp.scheduler.max_lr: onecycle needs max_lr .*as profile cpu"):
+        parse_params(data, "full")
+    data = repo_params()
+    data["recipes"]["cnn4"]["budgets"]["quick"]["model"] = {"widht": 3}
+    raw = parse_file(data)
+    check_params(raw.resolve("full"))  # the active profile's recipes are fine
+    with pytest.raises(ConfigError, match=r"recipes.cnn4.model: unknown option 'widht'.*\(in profile quick\)"):
+        check_every_profile(raw)
 
 
 def test_model_checks_see_the_merged_budget_recipe():

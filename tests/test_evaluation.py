@@ -36,3 +36,11 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(OutputError, match="model.pt: not a readable checkpoint"):
         load_checkpoint(bad)
+
+
+def test_a_checkpoint_names_its_network_and_older_ones_are_still_understood():
+    from fmnist.training.trainers import checkpoint_network
+
+    assert checkpoint_network({"arch": "fast92", "network": "fastcnn"}).name == "fastcnn"
+    assert checkpoint_network({"arch": "mlp"}).name == "mlp"  # before recipes named networks: arch was the network
+    assert checkpoint_network({"arch": "fast94"}).name == "fastcnn"  # then a registered alias of fastcnn

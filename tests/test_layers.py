@@ -37,7 +37,14 @@ def test_nested_sections_merge_key_by_key_and_lists_are_replaced():
     merged["swa"]["enabled"] = False
     merged["scheduler"]["name"] = "none"
     assert over["swa"] == {"enabled": True} and base["scheduler"]["name"] == "cyclic"  # the layers stay as written
-    assert merge({"a": {"b": 1}}, {"a": None}, {"c": [1]}) == {"a": None, "c": [1]}
+    # an empty section over a base's changes nothing; a value replaces a value
+    assert merge({"a": {"b": 1}, "d": 1}, {"a": None, "d": None}, {"c": [1]}) == {"a": {"b": 1}, "d": None, "c": [1]}
+
+
+def test_an_empty_section_in_a_recipe_keeps_its_bases_section():
+    data = repo_params()
+    data["recipes"]["fast92"]["augment"] = None
+    assert parse_params(data).recipe("fast92").augment.hflip == 0.5  # the `fast` base's
 
 
 def test_a_base_change_reaches_every_recipe_that_extends_it_and_no_other():

@@ -46,10 +46,10 @@ def ci(args: argparse.Namespace) -> int:
     from fmnist.ci import plan, steps
 
     if args.profile:
-        from fmnist.models.checks import check_params
+        from fmnist.models.checks import check_every_profile
         from fmnist.params_edit import set_profile
 
-        set_profile(Path("params.yaml"), args.profile, check_params)
+        set_profile(Path("params.yaml"), args.profile, check_every_profile)
     if args.ci_command == "plan":
         if args.dry_output is not None and not args.dry_output.is_file():
             raise ConfigError(f"{args.dry_output}: no such file; save one with "

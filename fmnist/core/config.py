@@ -60,7 +60,7 @@ class EvaluateConfig(Section):
 
 
 class GateConfig(Section):
-    """When a retrained model replaces the champion (fmnist/ci/gate.py)."""
+    """When a retrained model replaces the champion (fmnist/reporting/gate.py)."""
 
     margin: Annotated[float, Range(lo=0, hi=1)] = 0.002  # validation accuracy it must gain
     test_tolerance: Annotated[float, Range(lo=0, hi=1)] = 0.005  # test accuracy it may lose
@@ -233,6 +233,8 @@ def _check_file(raw: ParamsFile) -> None:
     if raw.profile not in raw.profiles:
         raise ConfigError(f"profile: got {raw.profile!r}, allowed values: {', '.join(names)} (the names under "
                           "profiles:; add a profile there)")
+    for name in names:  # every profile resolves, not only the active one: a switch must not find a broken file
+        raw.resolve(name)
     recipes = raw.train_recipes
     if not recipes or len(set(recipes)) != len(recipes):
         raise ConfigError(f"train_recipes: got {recipes!r}, expected a non-empty list without repeats of "

@@ -28,11 +28,14 @@ BUDGET_KEYS = tuple(BudgetConfig.model_fields)
 
 
 def merge(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Later layers over earlier ones: mappings key by key, at every depth; anything else replaced. The
-    layers are left as they were (what is merged in is copied)."""
+    """Later layers over earlier ones: mappings key by key, at every depth; anything else replaced. An empty
+    section (`augment:` with nothing under it) over a mapping changes nothing. The layers are left as they
+    were (what is merged in is copied)."""
     out: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
+            if value is None and isinstance(out.get(key), dict):
+                continue
             if isinstance(value, dict) and isinstance(out.get(key), dict):
                 out[key] = merge(out[key], value)
             else:
@@ -66,11 +69,7 @@ def check_layer(layer: Any, where: str, profiles: list[str], bases: dict[str, di
     with_bases(layer, where, bases)
     training = {k: v for k, v in layer.items() if k not in LAYER_KEYS}
     if in_budget:
-        for key in ("model", "budgets"):
-            if key in layer:
-                fix = ("set model options in the budget's own `model:`" if key == "model"
-                       else "budgets belong to the recipe, not to a budget's recipe")
-                raise ConfigError(f"{where}.{key}: a budget's recipe cannot set '{key}'; {fix}")
+        _check_budget_recipe(with_bases(layer, where, bases), where)
     try:
         RecipeConfig.model_validate(training)
     except ValidationError as err:
@@ -87,6 +86,19 @@ def check_layer(layer: Any, where: str, profiles: list[str], bases: dict[str, di
             raise ConfigError(f"{where}.budgets.{profile}: no profile '{profile}' in profiles: (it has "
                               f"{', '.join(profiles)}); add it there or fix the name")
         check_budget(budget, f"{where}.budgets.{profile}", profiles, bases)
+
+
+BUDGET_RECIPE_FIXES = {"model": "set model options in the budget's own `model:`",
+                       "network": "a profile trains the recipe's network; make another recipe for another network",
+                       "budgets": "budgets belong to the recipe, not to a budget's recipe"}
+
+
+def _check_budget_recipe(merged: dict[str, Any], where: str) -> None:
+    """A budget's `recipe:` keys, with the bases it extends merged in, change training keys only."""
+    for key, fix in BUDGET_RECIPE_FIXES.items():
+        if key in merged:
+            raise ConfigError(f"{where}.{key}: a budget's recipe cannot set '{key}', directly or through a base "
+                              f"it extends; {fix}")
 
 
 def check_budget(budget: Any, where: str, profiles: list[str], bases: dict[str, dict]) -> None:
@@ -117,7 +129,7 @@ def resolve_recipe(name: str, layer: dict[str, Any], bases: dict[str, dict], pro
     full = with_bases(layer or {}, where, bases)
     budget = merge(profile_budget, (full.pop("budgets", None) or {}).get(profile) or {})
     over = with_bases(budget.pop("recipe", None) or {}, f"{where}.budgets.{profile}.recipe", bases)
-    over.pop("budgets", None)
+    _check_budget_recipe(over, f"{where}.budgets.{profile}.recipe")
     options = budget.pop("model", None) or {}
     flat = merge(full, over)
     flat["model"] = {**(flat.get("model") or {}), **options}

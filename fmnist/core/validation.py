@@ -2,7 +2,7 @@
 
 `Section` refuses unknown keys, wrong types (strictly: no "3" for 3, no 1 for true), NaN and
 infinities; `Range` reports `got X, allowed range [lo, hi)`; `one_line` turns a pydantic error into
-`recipes.cnn4.full.epochs: got 0, allowed range [1, inf]`.
+`recipes.cnn4.budgets.full.epochs: got 0, allowed range [1, inf]`.
 """
 
 from __future__ import annotations

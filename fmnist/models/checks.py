@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fmnist.core.config import ConfigError, Params, Recipe
+from fmnist.core.config import ConfigError, Params, ParamsFile, Recipe
 from fmnist.models.registry import ModelInfo, ModelKind, list_models, model_info
 
 # What only a network reads: a scikit-learn baseline takes network, model and the run sizes alone.
@@ -22,6 +22,15 @@ def check_params(params: Params, recipes: list[str] | None = None) -> None:
         check_recipe(f"recipes.{name}", network_of(name, recipe), recipe)
 
 
+def check_every_profile(raw: ParamsFile) -> None:
+    """check_params for every profile the file defines (before switching to one, or in CI)."""
+    for profile in raw.profiles:
+        try:
+            check_params(raw.resolve(profile))
+        except ConfigError as err:
+            raise ConfigError(f"{err} (in profile {profile})") from None
+
+
 def network_of(name: str, recipe: Recipe) -> ModelInfo:
     if recipe.network not in list_models():
         raise ConfigError(f"recipes.{name}.network: unknown network '{recipe.network}'; registered networks: "
@@ -32,7 +41,8 @@ def network_of(name: str, recipe: Recipe) -> ModelInfo:
 def check_recipe(key: str, info: ModelInfo, recipe: Recipe) -> None:
     problem = check_model_options(info.name, recipe.model)
     if problem:
-        raise ConfigError(f"{key}.model: {problem}")
+        raise ConfigError(f"{key}.model: {problem} (the recipe's model: options with its bases' and its budget's "
+                          "model: over them)")
     changed = recipe.changed_from_default(IGNORED_BY_KIND[info.kind])
     if changed:
         raise ConfigError(f"{key}.{changed[0]}: '{info.name}' is a scikit-learn baseline; only network, model and "

@@ -220,7 +220,11 @@ def trainer_for(info: ModelInfo) -> Trainer:
     return TRAINERS[info.kind]()
 
 
+# Recipes that were registered as networks before recipes named theirs: what their old checkpoints hold.
+NETWORK_OF_OLD_RECIPE = {"fast92": "fastcnn", "fast93": "fastcnn", "fast94": "fastcnn"}
+
+
 def checkpoint_network(ckpt: dict) -> ModelInfo:
     """The registered network a checkpoint holds (a checkpoint written before recipes named their network
     gives its recipe's name, which was then the network's)."""
-    return model_info(ckpt.get("network", ckpt["arch"]))
+    return model_info(ckpt.get("network") or NETWORK_OF_OLD_RECIPE.get(ckpt["arch"], ckpt["arch"]))
