@@ -5,8 +5,7 @@ bases under it); the recipe's own keys; then its budget for the profile (the pro
 defaults under the recipe's `budgets.PROFILE`), whose `recipe:` keys (which may `extends:` a base too)
 and `model:` options go over the recipe's. Sections merge key by key (a nested block is never replaced
 whole, as YAML's own merge key would); lists and scalars are replaced. OmegaConf.merge has this rule,
-but building its typed containers cost 1.6 ms a merge here, 0.15 s for every load of params.yaml (each
-stage start, each command), against microseconds for `merge` below.
+but with it loading params.yaml took 0.270 s, against 0.031 s with `merge` below (docs/profiles.md).
 
 Every layer is checked on its own before merging, so an error names the key in the file where the
 bad value is written (`recipe_bases.cyclic_swa.optimizer.lr`), not the recipe it ended up in.
@@ -66,10 +65,10 @@ def check_layer(layer: Any, where: str, profiles: list[str], bases: dict[str, di
         return
     if not isinstance(layer, dict):
         raise ConfigError(f"{where}: got {layer!r}, expected a mapping of recipe keys")
-    with_bases(layer, where, bases)
+    merged = with_bases(layer, where, bases)  # the bases named exist and end (no cycle)
     training = {k: v for k, v in layer.items() if k not in LAYER_KEYS}
     if in_budget:
-        _check_budget_recipe(with_bases(layer, where, bases), where)
+        _check_budget_recipe(merged, where)
     try:
         RecipeConfig.model_validate(training)
     except ValidationError as err:
