@@ -310,3 +310,28 @@ def test_transfer_freezes_the_pretrained_backbone_until_finetuning(torch_home):
         model.begin_finetune(["layer5"])
     assert "layer5" in str(err.value) and "layer1" in str(err.value) and "layer4" in str(err.value)
     assert set(model.finetune_stages) == {"layer1", "layer2", "layer3", "layer4"}
+
+
+def test_transfer_loads_the_weights_file_the_recipe_names(tmp_path, torch_home):
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet50(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet50-imagenet.pth")
+    model = create_model("resnet50_transfer", num_classes=10, pretrained=True,
+                         weights_file=str(tmp_path / "resnet50-imagenet.pth"))
+    assert torch.equal(model.backbone.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    assert not model.backbone.layer1[0].conv1.weight.requires_grad  # frozen until fine-tuning, as with the cache
+
+
+@pytest.mark.parametrize("content, needle", [(None, "no file at"), (b"not a state dict", "not a readable"),
+                                              ({"fc.weight": torch.zeros(1)}, "does not hold ResNet-50")])
+def test_transfer_weights_file_problems_are_one_line(tmp_path, torch_home, content, needle):
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(WeightsError) as err:
+        create_model("resnet50_transfer", pretrained=True, weights_file=str(path))
+    message = str(err.value)
+    assert needle in message and "recipes.resnet50_transfer.model.weights_file" in message
+    assert "\n" not in message

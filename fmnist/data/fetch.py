@@ -8,16 +8,16 @@ repackaged `.gz` wrappers differ while the content is the same.
 from __future__ import annotations
 
 import gzip
-import http.client
 import hashlib
+import http.client
 import logging
 import shutil
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from fmnist.core.errors import DataError
 

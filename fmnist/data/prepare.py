@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fmnist.data.fetch import raw_file
-from fmnist.data.idx import read_pair
 from fmnist.core.errors import DataError
 from fmnist.core.io import save_npz, write_json
+from fmnist.data.fetch import raw_file
+from fmnist.data.idx import read_pair
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -6,9 +6,9 @@ and augmented there. No per-sample Python, no PIL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
-from typing import Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ class DeviceDataset:
     y: torch.Tensor  # int64 [N] on the device
 
     @classmethod
-    def from_arrays(cls, arrays: Arrays, device: torch.device) -> "DeviceDataset":
+    def from_arrays(cls, arrays: Arrays, device: torch.device) -> DeviceDataset:
         x = torch.from_numpy(arrays.x).unsqueeze(1).to(device)
         y = torch.from_numpy(arrays.y).to(device)
         return cls(x, y)
@@ -112,7 +112,7 @@ class BatchAugment:
         self.erasing, self.erasing_max_area = erasing, erasing_max_area
 
     @classmethod
-    def from_config(cls, cfg) -> "BatchAugment":
+    def from_config(cls, cfg) -> BatchAugment:
         return cls(cfg.hflip, cfg.translate, cfg.zoom, cfg.erasing, cfg.erasing_max_area)
 
     def pixels(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

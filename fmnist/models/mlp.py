@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 
-
 def mlp(num_classes: int = 10, hidden: tuple[int, ...] | list[int] = (256, 128), dropout: float = 0.2) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = 28 * 28

@@ -7,8 +7,8 @@ downsampling step is removed, so the last feature map is 4x4 rather than 1x1 on 
 from __future__ import annotations
 
 from torch import nn
-from fmnist.models.lazy import torchvision_models as models
 
+from fmnist.models.lazy import torchvision_models as models
 
 
 def _one_channel_stride1(conv: nn.Conv2d) -> nn.Conv2d:

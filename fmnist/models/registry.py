@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from fmnist.core.errors import UnknownModelError
 
 
-class ModelKind(str, Enum):
+class ModelKind(str, Enum):  # noqa: UP042 (StrEnum changes str(kind), which logs and messages print)
     """How a model is trained: a torch network (epochs of SGD) or a scikit-learn estimator (one fit)."""
 
     TORCH = "torch"

@@ -8,11 +8,11 @@ parameter count (up to the stem) are the reference ones.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
-from fmnist.models.lazy import torchvision_models as models
 
+from fmnist.models.lazy import torchvision_models as models
 
 
 def _adapt(model: models.ResNet, num_classes: int, stem_pool: bool, dropout: float) -> models.ResNet:

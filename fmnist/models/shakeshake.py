@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 class ShakeShake(torch.autograd.Function):
     """alpha * x1 + (1 - alpha) * x2 forward; gradients beta * g and (1 - beta) * g backward."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import nn
 
 
-
 def _conv_bn(c_in: int, c_out: int, act: nn.Module) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), act]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from torch import nn
 
 
-
 def _block(c_in: int, c_out: int, convs: int) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2),
                                nn.BatchNorm2d(c_out), nn.GELU()]

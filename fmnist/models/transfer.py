@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fmnist.models.lazy import torchvision_models as models
 
 from fmnist.core.errors import WeightsError
+from fmnist.models.lazy import torchvision_models as models
 from fmnist.models.registry import TRANSFER_STAGES as FINETUNE_STAGES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,8 +39,30 @@ def weights_path() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(imagenet_weights().url).path))
 
 
-def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """The cached (or freshly downloaded) weights; a missing file that cannot be fetched says how to fix it."""
+def load_weights_file(path: str) -> dict[str, torch.Tensor]:
+    """ImageNet ResNet-50 weights from a file the user names (an offline machine's copy of torchvision's file, or
+    any state dict of torchvision's resnet50), loaded without unpickling code."""
+    where = "recipes.resnet50_transfer.model.weights_file"
+    if not os.path.isfile(path):
+        raise PretrainedWeightsNotFound(
+            f"{where}: no file at '{path}'; copy torchvision's ResNet-50 weights ({imagenet_weights().url}) there, "
+            "fix the path, or set `pretrained: false` to train from scratch")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a file that is not a state dict
+        raise WeightsError(f"{where}: '{path}' is not a readable torch state dict ({type(err).__name__}); give "
+                           "torchvision's ResNet-50 weights file") from None
+    if not isinstance(state, dict) or "conv1.weight" not in state or "layer4.2.bn3.running_mean" not in state:
+        raise WeightsError(f"{where}: '{path}' does not hold ResNet-50 weights (no conv1 / layer4 keys); give "
+                           "torchvision's ResNet-50 weights file")
+    return state
+
+
+def load_imagenet_state_dict(weights_file: str | None = None) -> dict[str, torch.Tensor]:
+    """The named file's weights, else the cached (or freshly downloaded) ones; a missing file that cannot be
+    fetched says how to fix it."""
+    if weights_file:
+        return load_weights_file(weights_file)
     path = weights_path()
     try:
         return imagenet_weights().get_state_dict(progress=False, check_hash=True, weights_only=True)
@@ -50,9 +72,10 @@ def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
         name, directory = os.path.basename(path), os.path.dirname(path)
         raise PretrainedWeightsNotFound(
             f"resnet50_transfer needs the ImageNet weights file '{name}' in '{directory}', and downloading it "
-            f"from {imagenet_weights().url} failed ({type(err).__name__}: {err}). Fetch that URL on a machine with network "
-            f"access and put the file in that directory (or set TORCH_HOME to a folder whose hub/checkpoints "
-            f"holds it), or set `pretrained: false` in recipes.resnet50_transfer.model to train from scratch."
+            f"from {imagenet_weights().url} failed ({type(err).__name__}: {err}). Fetch that URL on a machine with "
+            f"network access and put the file in that directory (or set TORCH_HOME to a folder whose hub/checkpoints "
+            f"holds it, or name the file in recipes.resnet50_transfer.model.weights_file), or set "
+            f"`pretrained: false` in recipes.resnet50_transfer.model to train from scratch."
         ) from err
 
 
@@ -61,7 +84,8 @@ class ResNet50Transfer(nn.Module):
 
     finetune_stages = FINETUNE_STAGES
 
-    def __init__(self, num_classes: int, pretrained: bool, hidden: int, dropout: float):
+    def __init__(self, num_classes: int, pretrained: bool, hidden: int, dropout: float,
+                 weights_file: str | None = None):
         super().__init__()
         if hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden}")
@@ -71,7 +95,8 @@ class ResNet50Transfer(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.backbone = models.resnet50(weights=None)
         if pretrained:  # random weights have nothing to keep: then every layer trains from the start
-            self.backbone.load_state_dict(load_imagenet_state_dict())  # strict: fc is still the 1000-way one
+            # strict: fc is still the 1000-way one
+            self.backbone.load_state_dict(load_imagenet_state_dict(weights_file))
             self._freeze_backbone()
         self.backbone.fc = nn.Sequential(
             nn.Linear(self.backbone.fc.in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -107,6 +132,7 @@ class ResNet50Transfer(nn.Module):
 
 
 def resnet50_transfer(num_classes: int = 10, pretrained: bool = True, hidden: int = 256,
-                      dropout: float = 0.3) -> nn.Module:
-    """ImageNet ResNet-50 (IMAGENET1K_V2) with head 2048-hidden-classes; backbone frozen until begin_finetune."""
-    return ResNet50Transfer(num_classes, pretrained, hidden, dropout)
+                      dropout: float = 0.3, weights_file: str | None = None) -> nn.Module:
+    """ImageNet ResNet-50 (IMAGENET1K_V2) with head 2048-hidden-classes; backbone frozen until begin_finetune.
+    `weights_file`: a local copy of the ImageNet weights (else torch.hub's cache)."""
+    return ResNet50Transfer(num_classes, pretrained, hidden, dropout, weights_file)

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 class WideBasicBlock(nn.Module):
     """Pre-activation block; when the shape changes a 1x1 conv projects the pre-activated input."""
 
