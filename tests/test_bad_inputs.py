@@ -260,7 +260,7 @@ CASES = {
     "unknown optimiser": (train_set("recipes.mlp.optimizer.name=rmsprop"), "allowed values: adam, adamw, sgd"),
     "unknown device": (train_set("train.device=tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
     "unknown profile": (train_set("profile=fast"),
-                        "profile: got 'fast', allowed values: full, cpu, quick (the names under profiles:"),
+                        "profile: got 'fast', allowed values: full, gpu, cpu, quick (the names under profiles:"),
     "zoom out of range": (train_set("recipes.mlp.augment.zoom=0.9"), "augment.zoom: got 0.9, allowed range [0, 0.5]"),
     "unknown architecture": (train_with(arch="vgg99"), "recipes.vgg99: no recipe 'vgg99'"),
     "unknown model option": (train_set("recipes.mlp.model.hiden=[3]"), "recipes.mlp.model: unknown option 'hiden'"),

@@ -37,7 +37,7 @@ BAD_VALUES = [
      "recipes.mlp.optimizer.name: got 'rmsprop', allowed values: adam, adamw, sgd"),
     (lambda d: d["train"].update(device="tpu"), "train.device: got 'tpu', allowed values: auto, cpu, cuda"),
     (lambda d: d.update(profile="fast"),
-     "profile: got 'fast', allowed values: full, cpu, quick (the names under profiles:"),
+     "profile: got 'fast', allowed values: full, gpu, cpu, quick (the names under profiles:"),
     (lambda d: d["recipes"]["cnn4"].update(optimizer={"nesterov": True}), "Nesterov momentum needs name: sgd"),
     (lambda d: d["preprocess"].update(classes=[0, 11]), "preprocess.classes: got [0, 11]"),
     (lambda d: d["train"].update(deterministic="yes"), "train.deterministic: got 'yes', expected true or false"),
@@ -50,12 +50,16 @@ BAD_VALUES = [
     (lambda d: d["profiles"]["quick"].pop("registered_model"), "profiles.quick.registered_model: missing"),
     (lambda d: d["recipes"]["cnn4"]["budgets"]["quick"].update(train_subset=5),
      "recipes.cnn4.budgets.quick.train_subset: got 5"),
-    (lambda d: d["recipes"]["cnn4"]["budgets"].update(gpu={"epochs": 3}),
-     "recipes.cnn4.budgets.gpu: no profile 'gpu' in profiles: (it has full, cpu, quick)"),
+    (lambda d: d["recipes"]["cnn4"]["budgets"].update(tpu={"epochs": 3}),
+     "recipes.cnn4.budgets.tpu: no profile 'tpu' in profiles: (it has full, gpu, cpu, quick)"),
     (lambda d: d["recipes"]["cnn4"].pop("network"), "recipes.cnn4.network: the recipe names no network"),
     (lambda d: d["recipes"]["cnn4"].update(netwrok="cnn4"), "recipes.cnn4.netwrok: unknown key; allowed keys: network"),
-    (lambda d: d["profiles"]["cpu"]["budget"].update(recipe={}) if "budget" in d["profiles"]["cpu"]
-     else d["profiles"]["cpu"].update(budget={"recipe": {}}), "profiles.cpu.budget.recipe: a profile's budget sets"),
+    (lambda d: d["profiles"]["cpu"].update(budget={"model": {"width": 8}}),
+     "profiles.cpu.budget.model: a profile's budget cannot set model options"),
+    (lambda d: d["profiles"]["cpu"].update(budget={"recipe": {"network": "mlp"}}),
+     "profiles.cpu.budget.recipe.network: a budget's recipe cannot set 'network'"),
+    (lambda d: d["profiles"]["gpu"]["parts"].update(small=["mlp", "nope"]),
+     "profiles.gpu.parts.small: no recipe 'nope'"),
     (lambda d: d["profiles"]["cpu"].update(train={"device": "tpu"}),
      "profiles.cpu.train.device: got 'tpu', allowed values: auto, cpu, cuda"),
 ]
@@ -171,6 +175,28 @@ def test_a_budget_recipe_overrides_the_recipe_for_its_profile_only():
     assert (cpu.optimizer.name, cpu.optimizer.lr, cpu.scheduler.name, cpu.epochs) == ("sgd", 0.01, "step", 3)
     assert (full.optimizer.lr, full.scheduler.name, full.epochs) == (0.05, "plateau", 40)
     assert cpu.scheduler.factor == full.scheduler.factor == 0.5  # a nested section merges key by key
+
+
+def test_a_profile_budget_recipe_reaches_every_recipe_under_their_own_budgets():
+    data = repo_params()
+    data["profiles"]["cpu"]["budget"] = {"epochs": 7, "recipe": {"optimizer": {"weight_decay": 0.125},
+                                                                 "label_smoothing": 0.25}}
+    data["recipes"]["mlp"]["budgets"]["cpu"]["recipe"] = {"label_smoothing": 0.5}
+    cpu, full = parse_params(data, "cpu"), parse_params(data, "full")
+    assert cpu.recipe("cnn1").optimizer.weight_decay == 0.125 and cpu.recipe("cnn1").label_smoothing == 0.25
+    assert cpu.recipe("mlp").optimizer.weight_decay == 0.125 and cpu.recipe("mlp").label_smoothing == 0.5
+    assert cpu.recipe("mlp").epochs == 40  # the recipe's own budget keeps its epochs over the profile's
+    assert full.recipe("cnn1").label_smoothing != 0.25
+
+
+def test_the_gpu_profile_is_one_overlay_on_the_networks_own_recipes():
+    gpu, full = (load_params(ROOT / "params.yaml", [], profile=name) for name in ("gpu", "full"))
+    resnet = gpu.recipe("resnet18")
+    assert (resnet.network, resnet.model["dropout"]) == (full.recipe("resnet18").network, 0.25)
+    assert (resnet.precision, resnet.channels_last, resnet.scheduler.name, resnet.swa.enabled) == (
+        "bf16", True, "onecycle", False)
+    assert not gpu.train.deterministic and full.train.deterministic
+    assert set(gpu.train_recipes) == {name for part in gpu.parts.values() for name in part}
 
 
 @pytest.mark.parametrize("override, message", [

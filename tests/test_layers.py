@@ -68,7 +68,8 @@ def test_a_recipe_may_extend_several_bases_the_later_winning():
 
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["recipes"]["cnn1"].update(extends="keras"),
-     "recipes.cnn1.extends: unknown base 'keras'; recipe_bases has: cyclic_swa, cyclic_swa_small, fast, keras_adam"),
+     "recipes.cnn1.extends: unknown base 'keras'; recipe_bases has: cyclic_swa, cyclic_swa_small, fast, "
+     "gpu_onecycle, keras_adam"),
     (lambda d: d["recipe_bases"]["cyclic_swa"].update(extends="cyclic_swa_small"),
      "recipe_bases.cyclic_swa.extends: a cycle of bases (cyclic_swa_small -> cyclic_swa -> cyclic_swa_small)"),
     (lambda d: d["recipe_bases"]["fast"].update(extends="fast"), "a cycle of bases (fast -> fast)"),
@@ -146,7 +147,7 @@ def test_the_cli_takes_its_profiles_from_the_params(tmp_path, capsys):
     assert yaml.safe_load(out)["train_subset"] == 300 and "profile 'edge'" in out
     assert fmnist("profile", "edge")[0] == 0 and yaml.safe_load(path.read_text())["profile"] == "edge"
     code, _, err = fmnist("profile", "tpu")
-    assert code == 2 and "allowed values: full, cpu, quick, edge" in err
+    assert code == 2 and "allowed values: full, gpu, cpu, quick, edge" in err
 
 
 def test_dvc_exp_run_rewrites_the_file_without_changing_any_recipe(tmp_path):

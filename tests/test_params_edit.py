@@ -39,6 +39,6 @@ def test_set_profile_refuses_and_writes_nothing_when_the_file_is_invalid(params_
 
 def test_set_profile_refuses_a_profile_the_file_does_not_define(params_copy):
     before = params_copy.read_text()
-    with pytest.raises(ConfigError, match="profile: got 'gpu', allowed values: full, cpu, quick"):
-        set_profile(params_copy, "gpu")
+    with pytest.raises(ConfigError, match="profile: got 'tpu', allowed values: full, gpu, cpu, quick"):
+        set_profile(params_copy, "tpu")
     assert params_copy.read_text() == before

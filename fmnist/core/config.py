@@ -79,6 +79,9 @@ class ProfileConfig(Section):
     registered_model: str  # the report registers its best model here, with the alias `champion`
     budget: dict[str, Any] = {}  # budget keys every recipe gets under its own budget for this profile
     train: dict[str, Any] = {}  # `train:` keys this profile changes (e.g. deterministic: false on a GPU)
+    # Named groups of recipes, each sized to run in one command of a lent GPU machine (benchmarks/gpu_run.py):
+    # parts run in different sessions add up in the profile's experiment.
+    parts: dict[str, list[str]] = {}
 
 
 class ParamsFile(Section):
@@ -103,11 +106,13 @@ class ParamsFile(Section):
             raise ConfigError(f"profile: got {name!r}, allowed values: {', '.join(self.profiles)} (the names under "
                               "profiles:; add a profile there)")
         chosen = self.profiles[name]
+        self._check_parts(name)
         train = self.train_of(name)
         recipes = {r: resolve_recipe(r, layer or {}, self.recipe_bases, name, chosen.budget)
                    for r, layer in self.recipes.items()}
         params = Params(profile=name, about=chosen.about, experiment=chosen.experiment,
                         registered_model=chosen.registered_model, train_recipes=list(self.train_recipes),
+                        parts={part: list(names) for part, names in chosen.parts.items()},
                         download=self.download, preprocess=self.preprocess, split=self.split, train=train,
                         recipes=recipes, evaluate=self.evaluate, report=self.report)
         for recipe_name, recipe in recipes.items():
@@ -118,6 +123,13 @@ class ParamsFile(Section):
                                   f"{name}` prints the merged recipe)") from None
         return params
 
+
+    def _check_parts(self, profile: str) -> None:
+        for part, names in self.profiles[profile].parts.items():
+            unknown = [n for n in names if n not in self.recipes]
+            if unknown:
+                raise ConfigError(f"profiles.{profile}.parts.{part}: no recipe {', '.join(map(repr, unknown))}; a part "
+                                  f"lists names under recipes: ({', '.join(self.recipes)})")
 
     def train_of(self, profile: str) -> TrainConfig:
         """`train:` with the profile's own train keys over it."""
@@ -162,6 +174,7 @@ class Params(Section):
     experiment: str
     registered_model: str
     train_recipes: list[str]
+    parts: dict[str, list[str]] = {}  # the profile's GPU command parts (ProfileConfig.parts)
     download: DownloadConfig
     preprocess: PreprocessConfig
     split: SplitConfig
@@ -220,10 +233,9 @@ def _check_file(raw: ParamsFile) -> None:
                               f"different profiles never mix; got {dict(zip(names, values))}")
     for name, profile in raw.profiles.items():
         budget = profile.budget
-        for key in ("model", "recipe"):
-            if key in budget:
-                raise ConfigError(f"profiles.{name}.budget.{key}: a profile's budget sets run sizes only (epochs, "
-                                  "seeds, train_subset, eval_subset); put recipe keys in a recipe base")
+        if "model" in budget:  # options belong to one network; the profile's budget applies to every recipe
+            raise ConfigError(f"profiles.{name}.budget.model: a profile's budget cannot set model options (they "
+                              "belong to one network); set them in a recipe's budgets.{name}.model")
         check_budget(budget, f"profiles.{name}.budget", names, raw.recipe_bases)
         raw.train_of(name)
     for name, layer in raw.recipe_bases.items():
