@@ -63,9 +63,10 @@ from fmnist.training.devices import resolve_device
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from datapath.machine import environment, load_average
 from datapath.mlflow_cost import bench_mlflow
 from datapath.paths import ROOT
-from datapath.report import environment, load_average, render
+from datapath.report import render
 from datapath.timing import bench_data, bench_training, make_setup, progress
 
 

@@ -48,19 +48,21 @@ def shown(path: Path) -> str:
 def torchvision_root(raw_dir: Path, scratch: Path) -> tuple[Path, str]:
     """A root R such that torchvision's FashionMNIST finds R/FashionMNIST/raw/<name> (decompressed:
     its `_check_exists` looks for the names without .gz). The download stage's output if complete,
-    else the .gz files (ours or Debian's) decompressed under `scratch`."""
+    else the .gz files (in raw_dir/FashionMNIST/raw, in raw_dir itself, or Debian's) decompressed
+    under `scratch`."""
     if all((raw_dir / TORCHVISION_SUBDIR / name).is_file() for name in OFFICIAL_FILES):
         return raw_dir, shown(raw_dir / TORCHVISION_SUBDIR)
-    for source in (raw_dir / TORCHVISION_SUBDIR, DEBIAN_DIR):
+    for source in (raw_dir / TORCHVISION_SUBDIR, raw_dir, DEBIAN_DIR):
         if all((source / f"{name}.gz").is_file() for name in OFFICIAL_FILES):
             target = scratch / TORCHVISION_SUBDIR
             target.mkdir(parents=True, exist_ok=True)
             for name in OFFICIAL_FILES:
                 with gzip.open(source / f"{name}.gz") as src, open(target / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-            return scratch, f"{source} (.gz, decompressed to a temporary directory)"
-    sys.exit(f"no Fashion-MNIST idx files in {raw_dir / TORCHVISION_SUBDIR} or {DEBIAN_DIR}: "
-             "run `dvc repro download` (or `make setup` for Debian's dataset-fashion-mnist)")
+            return scratch, f"{shown(source)} (.gz, decompressed to a temporary directory)"
+    sys.exit(f"no Fashion-MNIST idx files in {raw_dir / TORCHVISION_SUBDIR}, {raw_dir} or {DEBIAN_DIR}: "
+             "pass --raw-dir with the four .gz files, run `dvc repro download`, or `make setup` for Debian's "
+             "dataset-fashion-mnist")
 
 
 def load_train(root: Path, limit: int | None) -> Arrays:
@@ -80,18 +82,19 @@ def normalisation(stats_path: Path, arrays: Arrays, limited: bool) -> tuple[floa
 # ----------------------------------------------------------------------------- the two paths
 
 def standard_epochs(root: Path, mean: float, std: float, limit: int | None, batch_size: int, workers: int,
-                    device: torch.device, seed: int) -> EpochFn:
-    transform = transforms.Compose([
-        transforms.RandomHorizontalFlip(HFLIP),
-        transforms.RandomCrop(28, padding=TRANSLATE),
-        transforms.ToTensor(),
-        transforms.Normalize((mean,), (std,)),
-    ])
+                    device: torch.device, seed: int, augment: bool = True, persistent_workers: bool = False
+                    ) -> EpochFn:
+    """torchvision's dataset behind a DataLoader, as a PyTorch user writes it; `augment` adds the flip
+    and shift both paths apply, `persistent_workers` keeps the workers from one epoch to the next."""
+    augmentation = [transforms.RandomHorizontalFlip(HFLIP), transforms.RandomCrop(28, padding=TRANSLATE)]
+    transform = transforms.Compose([*(augmentation if augment else []), transforms.ToTensor(),
+                                    transforms.Normalize((mean,), (std,))])
     dataset = torchvision.datasets.FashionMNIST(str(root), train=True, download=False, transform=transform)
     if limit is not None:
         dataset.data, dataset.targets = dataset.data[:limit], dataset.targets[:limit]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+                        pin_memory=device.type == "cuda", persistent_workers=persistent_workers and workers > 0,
+                        generator=torch.Generator().manual_seed(seed))
 
     def epoch() -> Iterator[Batch]:
         for x, y in loader:

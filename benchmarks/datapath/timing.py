@@ -26,7 +26,7 @@ from fmnist.data.tensors import DeviceDataset
 from fmnist.models import create_model, model_info
 from fmnist.training.devices import sync
 from fmnist.training.runtime import Runtime
-from fmnist.training.steps import train_steps
+from fmnist.training.steps import StepRules, train_steps
 
 from .paths import (
     Batch,
@@ -77,7 +77,7 @@ def time_data_epoch(epoch: EpochFn, device: torch.device, warmup: int) -> Timing
 
 
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime, batches: Iterator[Batch],
-              n: int) -> tuple[float, float, int]:
+              n: int, rules: StepRules | None = None) -> tuple[float, float, int]:
     """The pipeline's training step on the next n batches of `batches`: (mean loss, accuracy, images).
     Ends with one host sync (the step's loss and hits are read back once, after the last batch)."""
     images = 0
@@ -87,7 +87,7 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, runtime: Runti
         for x, y in islice(batches, n):
             images += len(y)
             yield x, y
-    loss, acc = train_steps(model, counted(), optimizer, runtime)
+    loss, acc = train_steps(model, counted(), optimizer, runtime, rules)
     return loss, acc, images
 
 
