@@ -107,3 +107,14 @@ def test_plateau_schedule_reduces_lr_when_stuck():
     result, _ = run(recipe, 4)
     lr = 1e-6
     assert [r.lr for r in result.history] == pytest.approx([lr, lr, lr * 0.5, lr * 0.25])
+
+
+def test_a_one_cycle_schedule_too_short_for_torch_is_one_line():
+    from fmnist.core.errors import ConfigError
+    from fmnist.core.recipe import SchedulerConfig
+    from fmnist.training.optim import LrSchedule
+
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.01)
+    with pytest.raises(ConfigError, match="one-cycle schedule over 4 optimiser steps is too short"):
+        LrSchedule(optimizer, SchedulerConfig(name="onecycle", max_lr=0.1, pct_start=0.25), 1, 4, "max")
+    LrSchedule(optimizer, SchedulerConfig(name="onecycle", max_lr=0.1, pct_start=0.25), 2, 4, "max")  # 8 steps: fine

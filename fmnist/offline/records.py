@@ -93,12 +93,13 @@ class Bundle:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def create(self, note: str = "") -> Bundle:
+    def create(self, note: str = "", **facts: Any) -> Bundle:
         self.root.mkdir(parents=True, exist_ok=True)
         manifest = self.root / MANIFEST
         if not manifest.is_file():
             atomic_write_text(manifest, json.dumps({"format": RECORD_FORMAT, "created": now_ms(),
-                                                    "host": socket.gethostname(), "note": note}, indent=1))
+                                                    "host": socket.gethostname(), "note": note, **facts},
+                                                   indent=1))
         return self
 
     def run_dir(self, run_id: str) -> Path:

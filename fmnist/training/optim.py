@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel
 
+from fmnist.core.errors import ConfigError
 from fmnist.core.recipe import OptimizerConfig, SchedulerConfig, SwaConfig
 
 PER_BATCH_SCHEDULES = ("onecycle", "cyclic")
@@ -48,6 +49,11 @@ class LrSchedule:
             self.inner = sched.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
         elif cfg.name == "onecycle":
             # Starts at the optimiser's lr, peaks at max_lr after pct_start of the steps, then anneals.
+            total = epochs * steps_per_epoch
+            if min(total * cfg.pct_start, total * (1 - cfg.pct_start)) < 2:  # torch divides by zero below that
+                raise ConfigError(f"scheduler: a one-cycle schedule over {total} optimiser steps is too short for "
+                                  f"pct_start {cfg.pct_start}; train on more images or epochs, or use another "
+                                  "scheduler")
             self.inner = sched.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=epochs * steps_per_epoch,
                                           pct_start=cfg.pct_start, div_factor=cfg.max_lr / base_lr,
                                           cycle_momentum=False)
