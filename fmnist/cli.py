@@ -161,6 +161,27 @@ def list_stale_runs(close: bool) -> int:
     return 0
 
 
+def import_runs(source: str, experiment: str | None) -> int:
+    """`fmnist runs import`: a bundle of run records or another MLflow store, into the configured store."""
+    from fmnist.importing.runs import import_runs as run_import
+
+    print(run_import(source, experiment, checkpoint_classifier).describe())
+    return 0
+
+
+def checkpoint_classifier(path: Path) -> tuple:
+    """A bundle's checkpoint as the classifier the train stage logs, and an input example of 4 images in [0, 1]
+    (fixed noise: the bundle holds no data)."""
+    import numpy as np
+
+    from fmnist.models.wrapper import pixels_to_input
+    from fmnist.training.checkpoint import classifier_from_checkpoint, load_checkpoint
+
+    model = classifier_from_checkpoint(load_checkpoint(path))
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
+    return model, pixels_to_input(images).numpy()
+
+
 def predict(images: list[str], model_uri: str | None, params_file: Path, allow_unverified: bool = False) -> int:
     from fmnist import tracking
     from fmnist.predict import predict_files
@@ -210,9 +231,15 @@ def main(argv: list[str] | None = None) -> None:
     pred.add_argument("--allow-unverified", action="store_true",
                       help="load a model whose SHA-256 fmnist did not record (only one you trust: it is a pickle)")
     sub.add_parser("models", help="list the registered networks (a recipe names one with `network:`)")
-    runs = sub.add_parser("runs", help="MLflow runs left RUNNING by a process that is gone")
+    runs = sub.add_parser("runs", help="MLflow runs left RUNNING by a process that is gone; `runs import` copies "
+                                       "runs made elsewhere into this store")
     runs.add_argument("--stale", action="store_true", help="list them (the default)")
     runs.add_argument("--close", action="store_true", help="close them as KILLED, with the reason as a tag")
+    runs_sub = runs.add_subparsers(dest="runs_command")
+    imp = runs_sub.add_parser("import", help="import runs (once) from a bundle of run records or another store")
+    imp.add_argument("source", help="a bundle folder or .tar.gz, an MLflow .db or sqlite:/// URI, an mlruns folder, "
+                                    "or an http(s):// tracking URI")
+    imp.add_argument("--experiment", help="only the runs of this experiment (default: every experiment)")
     exps = sub.add_parser("exps", help="DVC experiments as one Markdown table: the params that differ and "
                                        "the headline metrics (dvc exp show, readable)")
     exps.add_argument("--all-columns", action="store_true", help="every param and metric column")
@@ -248,6 +275,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return ci_commands.server(args)
     elif args.command == "exps":
         print(show_experiments(args.input, args.all_columns))
+    elif args.command == "runs" and args.runs_command == "import":
+        return import_runs(args.source, args.experiment)
     elif args.command == "runs":
         return list_stale_runs(close=args.close)
     elif args.command == "models":

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 DATA_TAG_PREFIX = "data_sha256."  # the training run's tags, one per data file (train, val, test)
+# A run imported without its weights (`fmnist runs import`) says so in this tag ("left behind: <why>"); such a
+# run never becomes a model version. The name is fmnist/offline/records.py's WEIGHTS_TAG, written out here
+# so that the report stage does not depend on the offline package.
+WEIGHTS_TAG, LEFT_BEHIND = "fmnist.weights", "left behind"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from fmnist.reporting.figures import (
     save_figure,
     unit_weights_figure,
 )
-from fmnist.reporting.gate import CHAMPION, Contender, GateRule, decide
+from fmnist.reporting.gate import CHAMPION, LEFT_BEHIND, WEIGHTS_TAG, Contender, GateRule, decide
 from fmnist.reporting.notes import RunNote, run_notes
 from fmnist.reporting.render import Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html, to_markdown
 from fmnist.reporting.sources import from_outputs
@@ -34,6 +34,8 @@ from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, build_tab
 log = logging.getLogger("fmnist")
 
 TITLE = "Fashion-MNIST benchmark report"
+# On the registered model: the latest report's best model, which could not be registered (no weights here).
+LEFT_BEHIND_TAG = "fmnist.best_weights_left_behind"
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,11 @@ def register_champion(client: MlflowClient, entries: list[dict], name: str, repo
     `champion` if it beats the current champion (fmnist/reporting/gate.py), else `challenger`. The decision
     and both models' figures are tags of its model version; the result names the champion after it."""
     rule = rule or GateRule()
-    best = max(entries, key=lambda e: (e["best_val_acc"], -e["num_params"]))
+    best = best_entry(entries)
+    behind = weights_left_behind(client, entries)
+    if behind:
+        return _record_left_behind(client, name, best, behind, rule)
+    _forget_left_behind(client, name)
     existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == best["run_id"]]
     if existing:
         version = max(existing, key=lambda v: int(v.version))
@@ -160,6 +166,52 @@ def register_champion(client: MlflowClient, entries: list[dict], name: str, repo
                      "margin": rule.margin, "test_tolerance": rule.test_tolerance}}
 
 
+def best_entry(entries: list[dict]) -> dict:
+    """The report's best model: by validation accuracy, then fewer parameters."""
+    return max(entries, key=lambda e: (e["best_val_acc"], -e["num_params"]))
+
+
+def weights_left_behind(client: MlflowClient, entries: list[dict]) -> str | None:
+    """One line, when the best model's run was imported without its weights (`fmnist runs import`)."""
+    best = best_entry(entries)
+    weights = client.get_run(best["run_id"]).data.tags.get(WEIGHTS_TAG, "")
+    if not weights.startswith(LEFT_BEHIND):
+        return None
+    return (f"The best model, {best['arch']} (run {best['run_id']}, validation accuracy {best['best_val_acc']:.4f}), "
+            f"is not registered: its weights were {weights}.")
+
+
+def _record_left_behind(client: MlflowClient, name: str, best: dict, behind: str, rule: GateRule) -> dict:
+    """No model version may point at weights this store lacks: the registered model says where they are,
+    and the champion stays as it was."""
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    client.set_registered_model_tag(name, LEFT_BEHIND_TAG, behind)
+    held = _current_champion(client, name)
+    champion = None if held is None else _contender(client, held.run_id, held.tags.get("arch", "?"))
+    gate = {"decision": "weights left behind", "promoted": False, "reason": behind,
+            "challenger": {"arch": best["arch"], "run_id": best["run_id"], "version": None, "alias": None,
+                           "val_acc": best["best_val_acc"], "test_acc": None},
+            "margin": rule.margin, "test_tolerance": rule.test_tolerance}
+    return {"name": name, "version": None if held is None else int(held.version), "alias": CHAMPION,
+            "arch": champion and champion.arch, "run_id": champion and champion.run_id,
+            "best_val_acc": champion and champion.val_acc,
+            "uri": f"models:/{name}@{CHAMPION}" if held else None, "gate": gate}
+
+
+def _forget_left_behind(client: MlflowClient, name: str) -> None:
+    """A report whose best model is registered: an earlier report's left-behind note no longer applies."""
+    try:
+        if LEFT_BEHIND_TAG in client.get_registered_model(name).tags:
+            client.delete_registered_model_tag(name, LEFT_BEHIND_TAG)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+
+
 def summary_metrics(board: list[dict], champion: dict) -> dict:
     per_arch = {row["arch"]: {k: row[k] for k in ("test_acc", "best_val_acc", "epochs_run", "train_seconds")}
                 for row in board}
@@ -181,7 +233,9 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
     tags.update({"profile": settings.profile, "fmnist.training_runs": ",".join(run_ids.values())})
     with tracking.tracked_run(settings.experiment, run_name="report", tags=tags, root=root) as run:
         report_run_id = run.info.run_id
+        behind = weights_left_behind(MlflowClient(), inputs.entries)
         blocks = [
+            *([Text(behind)] if behind else []),
             Text(f"MLflow experiment `{settings.experiment}` (profile `{settings.profile}`), report run "
                  f"`{report_run_id}`. Every number below was measured by the training runs listed in the "
                  "leaderboard; in the MLflow UI, search "
@@ -210,7 +264,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
         # Last, so a report that failed on the way never moves the alias.
         champion = register_champion(client, inputs.entries, settings.registered_model, report_run_id,
                                      settings.gate)
-        mlflow.set_tags({"champion": champion["uri"], "champion_version": str(champion["version"]),
+        mlflow.set_tags({"champion": champion["uri"] or "none", "champion_version": str(champion["version"]),
                          "gate.decision": champion["gate"]["decision"], "gate.reason": champion["gate"]["reason"]})
     atomic_write_text(paths.out_dir / "report.md", markdown)
     atomic_write_text(paths.out_dir / "report.html", page)
