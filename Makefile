@@ -10,15 +10,19 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := true
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick cpu full run profiles exps metrics test test-fast lint lock bench server server-stop ci-rehearsal lint-workflow
+.PHONY: help setup system-deps venv quick cpu full run profiles exps metrics test test-fast lint lock bench server server-stop ci-rehearsal lint-workflow gpu-carry gpu-plan gpu-import
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
 	@echo "make quick    run the whole DVC pipeline on the quick budget (own MLflow experiment)"
-	@echo "make run      the benchmark this machine can finish: the full profile with a GPU, the cpu profile without"
+	@echo "make run      the benchmark this machine can finish: the gpu profile with a GPU, the cpu profile without"
 	@echo "make PROFILE  the whole DVC pipeline on any profile under profiles: in params.yaml (make quick, make cpu, ...)"
 	@echo "make cpu      the whole DVC pipeline on the cpu profile (real results on 2 CPU cores in at most 2 hours)"
-	@echo "make full     the whole DVC pipeline on the full profile (the GPU benchmark)"
+	@echo "make gpu      the whole DVC pipeline on the gpu profile (every network converged on one GPU in minutes)"
+	@echo "make full     the whole DVC pipeline on the full profile (the reference recipes: hours of GPU)"
+	@echo "make gpu-plan the gpu profile's parts for a lent GPU machine, with estimated times (docs/gpu.md)"
+	@echo "make gpu-carry  what a lent offline GPU machine needs beside the tree: the data and missing wheels, in .gpu/"
+	@echo "make gpu-import DIR=... PART=...  what a GPU command sent back, into results/gpu/PART and MLflow"
 	@echo "make exps     every DVC experiment: the params that differ and the headline metrics (fmnist exps)"
 	@echo "make metrics  the headline metrics of the workspace (dvc metrics show --md metrics/summary.json)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
@@ -64,12 +68,32 @@ $(PROFILES): setup
 profiles: venv
 	$(PY) -m fmnist.cli profiles
 
-# The profile this machine can finish: full on a GPU, cpu otherwise (make full / make cpu force one).
+# The profile this machine can finish: gpu with a CUDA GPU, cpu otherwise (make full / make cpu force one).
 run: setup
-	@profile=$$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'cpu')" || echo cpu); \
-	if [ "$$profile" = full ]; then echo "make run: a CUDA GPU is present: running the full profile (make cpu forces the CPU one)"; \
-	else echo "make run: no CUDA GPU: running the cpu profile (make full forces the GPU benchmark)"; fi; \
+	@profile=$$($(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')" || echo cpu); \
+	if [ "$$profile" = gpu ]; then echo "make run: a CUDA GPU is present: running the gpu profile (make full runs the reference recipes, make cpu the CPU one)"; \
+	else echo "make run: no CUDA GPU: running the cpu profile (make gpu or make full force a GPU profile)"; fi; \
 	$(PY) -m fmnist.cli pipeline $$profile
+
+# A lent GPU machine is offline and lacks pydantic (and MLflow, DVC): .gpu/ holds the four official files and the
+# Python 3.12 wheels it needs, carried with the working tree (docs/gpu.md).
+GPU_WHEELS := $(shell grep -iE '^(pydantic|pydantic_core|annotated-types|typing-inspection)==' requirements.lock)
+gpu-carry: venv
+	mkdir -p .gpu/data .gpu/wheels
+	cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .gpu/data/
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels $(GPU_WHEELS)
+	@du -sh .gpu
+
+gpu-plan: venv
+	$(PY) benchmarks/gpu_run.py plan
+
+# make gpu-import DIR=<folder a GPU command sent back> PART=small: the bundle under results/gpu/PART (commit it),
+# its runs into the MLflow store.
+gpu-import: venv
+	@test -n "$(DIR)" -a -n "$(PART)" || { echo "make gpu-import needs DIR=<folder sent back> PART=<part name>"; exit 2; }
+	$(PY) benchmarks/gpu_run.py unpack $(DIR) --to results/gpu/$(PART)
+	$(PY) -m fmnist.cli runs import results/gpu/$(PART)
 
 # Every DVC experiment, one row each: the params that differ between them, the champion, and per
 # architecture its test accuracy and training time (`fmnist exps --all-columns` keeps every column).

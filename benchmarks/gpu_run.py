@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     params = load_params(args.params, [], profile=args.profile)
     options = PartOptions(limit_seconds=args.limit_seconds, smoke=args.smoke, probes=not args.no_probes,
                           recipes=args.recipes.split(",") if args.recipes else None,
-                          assumed_tflops=args.tflops)
+                          assumed_tflops=args.tflops, weights_files=args.weights_files)
     part_runs(params, args.part, options)  # a bad part or recipe name: one line before any work
     work = Path(tempfile.mkdtemp(prefix="fmnist-gpu-"))
     paths = prepare_data(Path(args.raw_dir), work / "data", params)
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--smoke", action="store_true", help="every recipe for one epoch on a subset")
     go.add_argument("--recipes", help="only these recipes of the part (comma-separated)")
     go.add_argument("--no-probes", action="store_true", help="skip the half-budget convergence probes")
+    go.add_argument("--weights-files", type=int, default=5, help="at most this many weight files sent back")
     back = sub.add_parser("unpack", help="what came back, as a bundle folder `fmnist runs import` reads")
     back.add_argument("out")
     back.add_argument("--to", required=True)

@@ -143,3 +143,31 @@ def test_a_bad_part_is_one_line_before_any_work(tmp_path, capsys):
     assert gpu_run.main(["run", "medium", "--raw-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "part 'medium': profile gpu has parts small, large" in err and not (tmp_path / "out").exists()
+
+
+def _command(mode: str, out: Path, **env: str) -> str:
+    import os
+    import subprocess
+
+    environ = {**os.environ, "OUT": str(out), "GPU_CARRY": str(out / "no-carry"), "GPU_RAW_DIR": str(DEBIAN),
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env}
+    args = ["bash", str(ROOT / "benchmarks" / "gpu_command.sh"), "small", *([mode] if mode == "smoke" else [])]
+    done = subprocess.run(args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_prepared_gpu_command_runs_its_smoke_on_the_cpu(tmp_path):
+    out = _command("smoke", tmp_path / "out", GPU_RECIPES="mlp")
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "gpu_command: small smoke done" in out and len(files) <= 8
+    assert {"log-small.txt", "records-small.tar.gz", "summary-small.md"} <= set(files)
+    assert "| mlp | 42 | FINISHED |" in (tmp_path / "out" / "summary-small.md").read_text()
+
+
+def test_the_prepared_gpu_command_measures_throughput_and_leaves_what_does_not_fit(tmp_path):
+    out = _command("measured", tmp_path / "out", GPU_RECIPES="resnet18", GPU_DEVICE="cpu", GPU_LIMIT_SECONDS="60",
+                   GPU_THROUGHPUT_NETWORKS="mlp", GPU_THROUGHPUT_STEPS="2")
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"throughput.md", "throughput.json", "records-small.tar.gz", "log-small.txt"} <= files and len(files) <= 8
+    assert "Remaining in this part: resnet18." in out

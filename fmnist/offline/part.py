@@ -37,7 +37,7 @@ from fmnist.training.flops import training_flops_per_image
 from fmnist.workflows.fit_data import TrainPaths
 
 MAX_FILE_BYTES = 16 * 2**20  # what one file sent back may weigh
-WEIGHTS_FILES = 5  # of the 8 files sent back: records, summary, the command's log, and these
+WEIGHTS_FILES = 5  # of the 8 files sent back: records, summary, the command's log, and these (at most)
 SMOKE = {"epochs": 2, "seeds": 1, "train_subset": 3000, "eval_subset": 1000}  # a one-cycle schedule needs 8 steps
 
 
@@ -49,6 +49,7 @@ class PartOptions:
     probes: bool = True  # the half-budget convergence probes, while time remains
     assumed_tflops: float = 20.0  # the training rate before one is measured (a GPU's; far less on a CPU)
     max_weights_bytes: int = 56 * 2**20
+    weights_files: int = WEIGHTS_FILES  # fewer when the command sends other files back too
 
 
 @dataclass
@@ -228,7 +229,7 @@ def keep_weights(bundle: Bundle, results: Iterable[RunResult], options: PartOpti
     keep, total = [], 0
     for result in ranked:
         size = weights_bytes(bundle, result.run_id)
-        if size <= MAX_FILE_BYTES and total + size <= options.max_weights_bytes and len(keep) < WEIGHTS_FILES:
+        if size <= MAX_FILE_BYTES and total + size <= options.max_weights_bytes and len(keep) < options.weights_files:
             keep.append(result.run_id)
             total += size
 
@@ -236,8 +237,8 @@ def keep_weights(bundle: Bundle, results: Iterable[RunResult], options: PartOpti
         size = weights_bytes(bundle, run_id)
         if size > MAX_FILE_BYTES:
             return f"{size / 1e6:.0f} MB, over the {MAX_FILE_BYTES / 1e6:.1f} MB one file sent back may weigh"
-        return (f"{size / 1e6:.1f} MB; the {WEIGHTS_FILES} weight files sent back went to runs with a higher "
-                "validation accuracy")
+        return (f"{size / 1e6:.1f} MB; the {options.weights_files} weight files sent back went to runs with a "
+                "higher validation accuracy")
 
     leave_weights_behind(bundle, set(keep), why)
     return keep
