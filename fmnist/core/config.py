@@ -9,8 +9,7 @@ reads a profile's name except to record it.
 A leaf: schema and loading only, no torch and no model imports. What needs the model registry
 (network names, model options, what a model kind accepts) is checked by `fmnist.models.checks`; what
 needs the machine (device, precision) by `fmnist.training.plan`. Every error is one line naming the
-key where the value is written and what is allowed, e.g.
-`params.yaml: recipes.cnn4.budgets.full.epochs: got 0, allowed range [1, inf]`.
+key where the value is written and what is allowed (`recipes.cnn4.budgets.full.epochs: got 0, ...`).
 """
 
 from __future__ import annotations
@@ -79,9 +78,7 @@ class ProfileConfig(Section):
     registered_model: str  # the report registers its best model here, with the alias `champion`
     budget: dict[str, Any] = {}  # budget keys every recipe gets under its own budget for this profile
     train: dict[str, Any] = {}  # `train:` keys this profile changes (e.g. deterministic: false on a GPU)
-    # Named groups of recipes, each sized to run in one command of a lent GPU machine (benchmarks/gpu_run.py):
-    # parts run in different sessions add up in the profile's experiment.
-    parts: dict[str, list[str]] = {}
+    parts: dict[str, list[str]] = {}  # groups of recipes, one GPU command each (docs/gpu.md)
 
 
 class ParamsFile(Section):
@@ -106,7 +103,6 @@ class ParamsFile(Section):
             raise ConfigError(f"profile: got {name!r}, allowed values: {', '.join(self.profiles)} (the names under "
                               "profiles:; add a profile there)")
         chosen = self.profiles[name]
-        self._check_parts(name)
         train = self.train_of(name)
         recipes = {r: resolve_recipe(r, layer or {}, self.recipe_bases, name, chosen.budget)
                    for r, layer in self.recipes.items()}
@@ -123,13 +119,6 @@ class ParamsFile(Section):
                                   f"{name}` prints the merged recipe)") from None
         return params
 
-
-    def _check_parts(self, profile: str) -> None:
-        for part, names in self.profiles[profile].parts.items():
-            unknown = [n for n in names if n not in self.recipes]
-            if unknown:
-                raise ConfigError(f"profiles.{profile}.parts.{part}: no recipe {', '.join(map(repr, unknown))}; a part "
-                                  f"lists names under recipes: ({', '.join(self.recipes)})")
 
     def train_of(self, profile: str) -> TrainConfig:
         """`train:` with the profile's own train keys over it."""
@@ -235,8 +224,12 @@ def _check_file(raw: ParamsFile) -> None:
         budget = profile.budget
         if "model" in budget:  # options belong to one network; the profile's budget applies to every recipe
             raise ConfigError(f"profiles.{name}.budget.model: a profile's budget cannot set model options (they "
-                              "belong to one network); set them in a recipe's budgets.{name}.model")
+                              f"belong to one network); set them in a recipe's budgets.{name}.model")
         check_budget(budget, f"profiles.{name}.budget", names, raw.recipe_bases)
+        for part, members in profile.parts.items():
+            if unknown := [n for n in members if n not in raw.recipes]:
+                raise ConfigError(f"profiles.{name}.parts.{part}: no recipe {', '.join(map(repr, unknown))}; a "
+                                  f"part lists names under recipes: ({', '.join(raw.recipes)})")
         raw.train_of(name)
     for name, layer in raw.recipe_bases.items():
         check_layer(layer, f"recipe_bases.{name}", names, raw.recipe_bases)
