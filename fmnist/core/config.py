@@ -102,13 +102,12 @@ class ParamsFile(Section):
         if name not in self.profiles:
             raise ConfigError(f"profile: got {name!r}, allowed values: {', '.join(self.profiles)} (the names under "
                               "profiles:; add a profile there)")
-        chosen = self.profiles[name]
-        train = self.train_of(name)
+        chosen, train = self.profiles[name], self.train_of(name)
         recipes = {r: resolve_recipe(r, layer or {}, self.recipe_bases, name, chosen.budget)
                    for r, layer in self.recipes.items()}
         params = Params(profile=name, about=chosen.about, experiment=chosen.experiment,
                         registered_model=chosen.registered_model, train_recipes=list(self.train_recipes),
-                        parts={part: list(names) for part, names in chosen.parts.items()},
+                        parts=dict(chosen.parts),
                         download=self.download, preprocess=self.preprocess, split=self.split, train=train,
                         recipes=recipes, evaluate=self.evaluate, report=self.report)
         for recipe_name, recipe in recipes.items():
