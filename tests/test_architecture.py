@@ -73,6 +73,10 @@ FORBIDDEN = {
     # CI drives DVC and the CLI's commands from beside the CLI: it runs stages as processes, never in-process
     "ci": ("fmnist.cli", "fmnist.data", "fmnist.training", "fmnist.tracking", "fmnist.reporting", "fmnist.workflows",
            "fmnist.predict"),
+    # runs where MLflow is not installed: never the MLflow layers
+    "offline": ("fmnist.tracking", "fmnist.importing", "fmnist.cli", "fmnist.ci", "fmnist.workflows.train",
+                "fmnist.workflows.evaluate", "fmnist.workflows.report"),
+    "importing": ("fmnist.cli", "fmnist.ci", "fmnist.workflows"),
 }
 
 
@@ -82,6 +86,14 @@ def test_layers_import_only_downwards(package):
              for path in (ROOT / "fmnist" / package).glob("*.py") for name in fmnist_imports(path)
              if name.startswith(FORBIDDEN[package])}
     assert not wrong, sorted(wrong)
+
+
+def test_the_offline_trainer_and_the_gpu_command_import_without_mlflow():
+    code = ("import sys\nfor m in ('mlflow', 'dvc', 'ruamel', 'omegaconf'): sys.modules[m] = None\n"
+            f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+            "import gpu_run, fmnist.offline.part, fmnist.offline.trainer, fmnist.reporting.figures\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-1500:]
 
 
 def test_no_source_module_is_much_over_300_lines():
