@@ -28,13 +28,16 @@ measured: the median of timed 8192 x 8192 bf16 matmuls on random data on CUDA; o
 in ours' dtype. A failure of one network (out of memory, a compile error) is an error in its row; the rest go on.
 The environment, then a Markdown table, are printed last; --out DIR also gets throughput.md and throughput.json
 (every figure), written atomically.
+
+This file holds the command line, the Bench (the device, the data, the budget) and main, which measures each
+network into a row; the measurements are in `datapath/throughput.py`, the derived figures and the Markdown report
+in `datapath/throughput_report.py`. Nothing here imports MLflow: the GPU machines have none.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import os
 import sys
 import tempfile
@@ -51,36 +54,22 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datapath.machine import environment, load_average
-from datapath.markdown import table
-from datapath.paths import ROOT, endless, load_train, standard_epochs, torchvision_root
-from datapath.throughput import (
-    Budget,
-    last_batch_size,
-    matmul_tflops,
-    measure,
-    our_loop,
-    plain_loop,
-    warm_up,
-)
+from datapath.paths import ROOT, load_train, torchvision_root
+from datapath.throughput import Bench, Budget, count_flops, measure_ours, measure_plain, peak_for
+from datapath.throughput_report import derived, render, settings_of
 from datapath.timing import progress
 
 from fmnist.core.config import Params, load_params
 from fmnist.core.errors import FmnistError
 from fmnist.core.io import atomic_write_text, write_json
 from fmnist.data.prepare import normalisation_stats
-from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, train_batches
-from fmnist.models import ModelKind, create_model, model_info
-from fmnist.models.init import init_weights
+from fmnist.data.tensors import DeviceDataset
+from fmnist.models import ModelKind, model_info
 from fmnist.training.devices import resolve_device
-from fmnist.training.flops import training_flops_per_image
-from fmnist.training.optim import build_optimizer
 from fmnist.training.plan import RunPlan, plan_run
-from fmnist.training.runtime import Runtime, seed_everything
-from fmnist.training.steps import StepRules
 
 DEFAULT_NETWORKS = ("mlp,cnn4,qstp_cnn5,basic_cnn,mini_vgg,wrn16_4,resnet18,resnet34,resnet50,mobilenet_v2,"
                     "shufflenet_v2,shakeshake_resnet34,fastcnn,speedrun")
-NUM_CLASSES = 10
 
 
 class UsageError(Exception):
@@ -177,19 +166,6 @@ def default_workers(device: torch.device) -> int:
     return min(8, max(1, usable // 2)) if device.type == "cuda" else 0
 
 
-@dataclasses.dataclass
-class Bench:
-    args: argparse.Namespace
-    device: torch.device
-    budget: Budget
-    workers: int
-    root: Path  # holds FashionMNIST/raw/ for torchvision
-    data: DeviceDataset  # ours: the training images on the device
-    mean: float
-    std: float
-    peaks: dict[str, dict]  # by dtype: {"tflops", "how"}
-
-
 def make_bench(args: argparse.Namespace, device: torch.device, scratch: Path) -> tuple[Bench, str]:
     root, source = torchvision_root(args.raw_dir, scratch)
     arrays = load_train(root, None)
@@ -200,14 +176,7 @@ def make_bench(args: argparse.Namespace, device: torch.device, scratch: Path) ->
     return Bench(args, device, budget, workers, root, data, stats["mean"], stats["std"], {}), source
 
 
-# ----------------------------------------------------------------------------- the measurements
-
-def release(device: torch.device) -> None:
-    """Give back what a network held, so the next one starts with the device's whole memory."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
+# ----------------------------------------------------------------------------- one network's row
 
 def attempt(what: str, name: str, fn: Callable[[], dict]) -> tuple[dict | None, str | None]:
     """fn's figures, or its error in one line: one network failing (out of memory, compile error) stops no other."""
@@ -219,109 +188,12 @@ def attempt(what: str, name: str, fn: Callable[[], dict]) -> tuple[dict | None, 
         return None, f"{type(err).__name__}: {message}"
 
 
-def torch_defaults() -> None:
-    """What a plain script runs with: none of the pipeline's determinism settings from an earlier network."""
-    torch.use_deterministic_algorithms(False)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = False
-
-
-def build_network(plan: RunPlan, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return create_model(plan.info.name, num_classes=NUM_CLASSES, **plan.model_options)
-
-
-def count_flops(plan: RunPlan, seed: int) -> dict:
-    return {"gflop_per_image": training_flops_per_image(build_network(plan, seed)) / 1e9}
-
-
-def measure_plain(b: Bench, plan: RunPlan) -> dict:
-    torch_defaults()
-    model = build_network(plan, b.args.seed).to(b.device)
-    epoch = standard_epochs(b.root, b.mean, b.std, None, plan.recipe.batch_size, b.workers, b.device, b.args.seed,
-                            augment=False, persistent_workers=True)
-    loop = plain_loop(model)
-    try:
-        with endless(epoch) as batches:
-            warm_up(loop, batches, b.budget.warmup, b.device)
-            measured = measure(loop, batches, b.budget, b.device)
-    finally:
-        del model, loop, epoch
-        release(b.device)
-    progress(f"  {plan.arch}, plain: {measured.rate:,.0f} images/s over {measured.steps} steps")
-    return measured.as_dict()
-
-
-def our_epochs_for(b: Bench, plan: RunPlan) -> Callable:
-    """The pipeline's batches for the recipe: its augmentation, its normalisation, its generator's device."""
-    mean, std = (b.mean, b.std) if plan.info.input == "standardized" else (0.0, 1.0)
-    generator = torch.Generator(device=b.device).manual_seed(plan.seed)
-    normalize, augment = Normalizer(mean, std), BatchAugment.from_config(plan.recipe.augment)
-    return lambda: train_batches(b.data, plan.recipe.batch_size, generator, normalize, augment)
-
-
-def measure_ours(b: Bench, plan: RunPlan) -> dict:
-    recipe, runtime = plan.recipe, plan.runtime
-    seed_everything(plan.seed, plan.train.deterministic)
-    model = init_weights(build_network(plan, plan.seed), recipe.init).to(b.device)
-    net = runtime.prepare_model(model)
-    loop = our_loop(net, build_optimizer(model, recipe.optimizer), runtime,
-                    StepRules(recipe.label_smoothing, recipe.grad_clip))
-    last = last_batch_size(len(b.data), recipe.batch_size)
-    try:
-        with endless(our_epochs_for(b, plan)) as batches:
-            warm = warm_up(loop, batches, b.budget.warmup, b.device, last)
-            measured = measure(loop, batches, b.budget, b.device)
-    finally:
-        del model, net, loop
-        if runtime.compile:
-            torch._dynamo.reset()  # the next network must not inherit this one's graphs (nor their cache limit)
-        release(b.device)
-    warm_images = b.budget.warmup * recipe.batch_size + (last or 0)
-    compile_s = max(0.0, warm - warm_images / measured.rate) if runtime.compile else None
-    progress(f"  {plan.arch}, ours: {measured.rate:,.0f} images/s over {measured.steps} steps"
-             + (f", compile {compile_s:.1f} s" if compile_s is not None else ""))
-    return {**measured.as_dict(), "warmup_seconds": warm, "compile_seconds": compile_s}
-
-
-def peak_for(b: Bench, runtime: Runtime) -> dict:
-    """The peak a row is a share of: --peak-tflops, or bf16 matmuls on CUDA, or ours' dtype on the CPU."""
-    if b.args.peak_tflops is not None:
-        return {"tflops": b.args.peak_tflops, "how": "--peak-tflops"}
-    dtype = torch.bfloat16 if b.device.type == "cuda" else (runtime.amp_dtype or torch.float32)
-    key = str(dtype).removeprefix("torch.")
-    if key not in b.peaks:
-        size = b.args.peak_size or (8192 if b.device.type == "cuda" else 2048)
-        tflops = matmul_tflops(b.device, dtype, size)
-        b.peaks[key] = {"tflops": tflops, "how": f"measured: median of timed {size}x{size} {key} matmuls"}
-        progress(f"peak {key}: {tflops:.2f} TFLOP/s ({size}x{size} matmuls)")
-    return b.peaks[key]
-
-
 def describe(plan: RunPlan) -> dict:
     recipe, runtime = plan.recipe, plan.runtime
     return {"network": plan.info.name, "model": plan.model_options, "batch_size": recipe.batch_size,
             "precision": runtime.precision, "channels_last": runtime.channels_last, "compile": runtime.compile,
             "optimizer": recipe.optimizer.name, "augment": recipe.augment.model_dump(),
             "deterministic": plan.train.deterministic}
-
-
-def derived(row: dict, images_per_epoch: int) -> dict:
-    """Speed-up, arithmetic rate and share of peak, from the measured figures a row has."""
-    plain, ours, gflop = row.get("plain"), row.get("ours"), row.get("gflop_per_image")
-    out = {}
-    if plain and ours:
-        out["speedup"] = ours["images_per_s"] / plain["images_per_s"]
-    if gflop is not None:
-        for key, figures in (("plain", plain), ("ours", ours)):
-            if figures:
-                out[f"{key}_tflops"] = figures["images_per_s"] * gflop / 1e3
-    if "ours_tflops" in out and row.get("peak"):
-        out["share_of_peak"] = out["ours_tflops"] / row["peak"]["tflops"]
-    if ours and ours["compile_seconds"] is not None:
-        epoch = images_per_epoch / ours["images_per_s"]
-        out["epoch1_images_per_s_with_compile"] = images_per_epoch / (epoch + ours["compile_seconds"])
-    return out
 
 
 def bench_network(b: Bench, params: Params, name: str) -> dict:
@@ -347,58 +219,7 @@ def bench_network(b: Bench, params: Params, name: str) -> dict:
     return row
 
 
-# ----------------------------------------------------------------------------- the report
-
-def number(value: float | None, fmt: str) -> str:
-    return "–" if value is None else format(value, fmt)
-
-
-def runs_as(row: dict) -> str:
-    return ", ".join([row["precision"], "NHWC" if row["channels_last"] else "NCHW",
-                      "compiled" if row["compile"] else "eager"])
-
-
-def label(row: dict) -> str:
-    network = row.get("network", row["recipe"])
-    return row["recipe"] if network == row["recipe"] else f"{row['recipe']} ({network})"
-
-
-def table_row(row: dict) -> list[str]:
-    errors = "; ".join(f"{what}: {error}" for what, error in row["errors"].items())
-    if "network" not in row:  # no plan: nothing was measured
-        return [label(row)] + ["–"] * (len(HEADER) - 2) + [errors]
-    plain, ours = row.get("plain") or {}, row.get("ours") or {}
-    share = row.get("share_of_peak")
-    return [label(row), str(row["batch_size"]), runs_as(row), number(plain.get("images_per_s"), ",.0f"),
-            number(ours.get("images_per_s"), ",.0f"), number(row.get("speedup"), ".2f"),
-            number(row.get("gflop_per_image"), ".4f"), number(row.get("ours_tflops"), ".3f"),
-            number(None if share is None else share * 100, ".1f"), number(ours.get("compile_seconds"), ".1f"),
-            number(row.get("epoch1_images_per_s_with_compile"), ",.0f"), errors]
-
-
-HEADER = ["network", "batch", "ours runs", "plain img/s", "ours img/s", "speed-up (x)", "GFLOP/img (train)",
-          "ours TFLOP/s", "% of peak", "compile s", "epoch 1 img/s with compile", "error"]
-
-
-def render(env: list[tuple[str, str]], settings: dict, peaks: dict, rows: list[dict]) -> str:
-    peak_lines = [f"- peak {k}: {v['tflops']:.2f} TFLOP/s ({v['how']})" for k, v in peaks.items()]
-    return ("# Training throughput: ours against a plain PyTorch loop\n\n"
-            "Written by `benchmarks/bench_throughput.py`; what is timed and how is in its docstring and in "
-            "`benchmarks/README.md`.\n\n"
-            + "\n".join(f"- {k}: {v}" for k, v in env) + "\n"
-            + "\n".join(f"- {k}: {v}" for k, v in settings.items()) + "\n"
-            + "\n".join(peak_lines) + "\n\n"
-            + "plain: torchvision + DataLoader, fp32, eager, SGD, no augmentation; ours: the pipeline's data path "
-              "and step for the recipe. % of peak: ours TFLOP/s over the peak above.\n\n"
-            + table(HEADER, [table_row(r) for r in rows]) + "\n")
-
-
-def settings_of(b: Bench, params: Params, source: str) -> dict:
-    budget = f"{b.budget.steps} steps" if b.budget.steps is not None else f"{b.budget.seconds:g} s"
-    return {"profile": params.profile, "data": f"{len(b.data):,} training images from {source}",
-            "budget": f"{budget} per measurement, after {b.budget.warmup} untimed warm-up step(s)",
-            "plain DataLoader workers": b.workers, "compile": b.args.compile}
-
+# ----------------------------------------------------------------------------- the outputs
 
 def write_outputs(out: Path, report: str, record: dict) -> None:
     atomic_write_text(out / "throughput.md", report)

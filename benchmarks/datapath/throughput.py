@@ -1,28 +1,40 @@
 """The throughput benchmark's measurements (`benchmarks/bench_throughput.py` is the entry point): a budget of
-training steps timed for any loop, the plain PyTorch loop, our pipeline's steps, and the device's matmul peak."""
+training steps timed for any loop, the plain PyTorch loop, our pipeline's steps, the device's matmul peak, and
+per network (a `Bench`: the command line, the device, the data): its FLOP count, the plain loop's and ours'
+images/s and the peak its row is a share of. No MLflow here: the GPU machines have none."""
 
 from __future__ import annotations
 
+import argparse
+import gc
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from fmnist.data.tensors import BatchAugment, DeviceDataset, Normalizer, train_batches
+from fmnist.models import create_model
+from fmnist.models.init import init_weights
 from fmnist.training.devices import sync
-from fmnist.training.runtime import Runtime
+from fmnist.training.flops import training_flops_per_image
+from fmnist.training.optim import build_optimizer
+from fmnist.training.plan import RunPlan
+from fmnist.training.runtime import Runtime, seed_everything
 from fmnist.training.steps import StepRules
 
-from .paths import Batch
-from .timing import run_steps
+from .paths import Batch, endless, standard_epochs
+from .timing import progress, run_steps
 
 PROBE_STEPS = 3  # timed first, to size the rest of a --seconds budget
 MAX_STEPS = 5000  # a small network on a fast GPU would otherwise run tens of thousands of steps for nothing
 PLAIN_LR, PLAIN_MOMENTUM = 0.01, 0.9  # what a PyTorch tutorial's SGD uses
+NUM_CLASSES = 10
 
 Loop = Callable[[Iterator[Batch], int], int]  # trains on the next n batches of an iterator, returns their images
 
@@ -142,3 +154,105 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, size: int, repeats: 
         sync(device)
         seconds.append((time.perf_counter() - start) / inner)
     return 2 * size ** 3 / statistics.median(seconds) / 1e12
+
+
+# ----------------------------------------------------------------------------- per network
+
+@dataclass
+class Bench:
+    """What every network's measurements share: the command line, the device, the budget, both paths' data."""
+    args: argparse.Namespace
+    device: torch.device
+    budget: Budget
+    workers: int
+    root: Path  # holds FashionMNIST/raw/ for torchvision
+    data: DeviceDataset  # ours: the training images on the device
+    mean: float
+    std: float
+    peaks: dict[str, dict]  # by dtype: {"tflops", "how"}
+
+
+def release(device: torch.device) -> None:
+    """Give back what a network held, so the next one starts with the device's whole memory."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def torch_defaults() -> None:
+    """What a plain script runs with: none of the pipeline's determinism settings from an earlier network."""
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = False
+
+
+def build_network(plan: RunPlan, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(plan.info.name, num_classes=NUM_CLASSES, **plan.model_options)
+
+
+def count_flops(plan: RunPlan, seed: int) -> dict:
+    return {"gflop_per_image": training_flops_per_image(build_network(plan, seed)) / 1e9}
+
+
+def measure_plain(b: Bench, plan: RunPlan) -> dict:
+    torch_defaults()
+    model = build_network(plan, b.args.seed).to(b.device)
+    epoch = standard_epochs(b.root, b.mean, b.std, None, plan.recipe.batch_size, b.workers, b.device, b.args.seed,
+                            augment=False, persistent_workers=True)
+    loop = plain_loop(model)
+    try:
+        with endless(epoch) as batches:
+            warm_up(loop, batches, b.budget.warmup, b.device)
+            measured = measure(loop, batches, b.budget, b.device)
+    finally:
+        del model, loop, epoch
+        release(b.device)
+    progress(f"  {plan.arch}, plain: {measured.rate:,.0f} images/s over {measured.steps} steps")
+    return measured.as_dict()
+
+
+def our_epochs_for(b: Bench, plan: RunPlan) -> Callable:
+    """The pipeline's batches for the recipe: its augmentation, its normalisation, its generator's device."""
+    mean, std = (b.mean, b.std) if plan.info.input == "standardized" else (0.0, 1.0)
+    generator = torch.Generator(device=b.device).manual_seed(plan.seed)
+    normalize, augment = Normalizer(mean, std), BatchAugment.from_config(plan.recipe.augment)
+    return lambda: train_batches(b.data, plan.recipe.batch_size, generator, normalize, augment)
+
+
+def measure_ours(b: Bench, plan: RunPlan) -> dict:
+    recipe, runtime = plan.recipe, plan.runtime
+    seed_everything(plan.seed, plan.train.deterministic)
+    model = init_weights(build_network(plan, plan.seed), recipe.init).to(b.device)
+    net = runtime.prepare_model(model)
+    loop = our_loop(net, build_optimizer(model, recipe.optimizer), runtime,
+                    StepRules(recipe.label_smoothing, recipe.grad_clip))
+    last = last_batch_size(len(b.data), recipe.batch_size)
+    try:
+        with endless(our_epochs_for(b, plan)) as batches:
+            warm = warm_up(loop, batches, b.budget.warmup, b.device, last)
+            measured = measure(loop, batches, b.budget, b.device)
+    finally:
+        del model, net, loop
+        if runtime.compile:
+            torch._dynamo.reset()  # the next network must not inherit this one's graphs (nor their cache limit)
+        release(b.device)
+    warm_images = b.budget.warmup * recipe.batch_size + (last or 0)
+    compile_s = max(0.0, warm - warm_images / measured.rate) if runtime.compile else None
+    progress(f"  {plan.arch}, ours: {measured.rate:,.0f} images/s over {measured.steps} steps"
+             + (f", compile {compile_s:.1f} s" if compile_s is not None else ""))
+    return {**measured.as_dict(), "warmup_seconds": warm, "compile_seconds": compile_s}
+
+
+def peak_for(b: Bench, runtime: Runtime) -> dict:
+    """The peak a row is a share of: --peak-tflops, or bf16 matmuls on CUDA, or ours' dtype on the CPU."""
+    if b.args.peak_tflops is not None:
+        return {"tflops": b.args.peak_tflops, "how": "--peak-tflops"}
+    dtype = torch.bfloat16 if b.device.type == "cuda" else (runtime.amp_dtype or torch.float32)
+    key = str(dtype).removeprefix("torch.")
+    if key not in b.peaks:
+        size = b.args.peak_size or (8192 if b.device.type == "cuda" else 2048)
+        tflops = matmul_tflops(b.device, dtype, size)
+        b.peaks[key] = {"tflops": tflops, "how": f"measured: median of timed {size}x{size} {key} matmuls"}
+        progress(f"peak {key}: {tflops:.2f} TFLOP/s ({size}x{size} matmuls)")
+    return b.peaks[key]
