@@ -270,7 +270,7 @@ def test_precision_auto_is_bf16_where_the_device_has_native_bf16(monkeypatch):
         assert Runtime.for_recipe(_replace(RECIPE, precision="fp32"), CPU).amp_dtype is None
     with pytest.raises(DeviceError, match="precision bf16 needs native bf16 arithmetic, which this CPU lacks"):
         Runtime.for_recipe(bf16, CPU)  # emulated bf16 is slower than fp32: refused, not silently used
-    for supported, expected in ((True, torch.bfloat16), (False, None)):  # pre-Ampere GPUs: no native bf16
+    for supported, expected in ((True, torch.bfloat16), (False, torch.float16)):  # pre-Ampere GPUs: fp16, scaled
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, s=supported: s)
         assert Runtime.for_recipe(auto, torch.device("cuda")).amp_dtype == expected
 

@@ -18,6 +18,7 @@ from fmnist.data.prepare import Arrays
 from fmnist.data.tensors import DeviceDataset, Normalizer
 from fmnist.models import create_model
 from fmnist.training.loop import fit
+from fmnist.training.resume import snapshot
 from fmnist.training.runtime import seed_everything
 from fmnist.training.steps import Diverged
 
@@ -44,7 +45,7 @@ def train(recipe, epochs, arch, resume=None, kill_after=None, saved=None, std=80
 
     def on_state(fitter):
         buffer = io.BytesIO()
-        torch.save(fitter.state_dict(), buffer)  # through bytes, as the state file is
+        torch.save(snapshot(fitter.state_dict()), buffer)  # copied, then through bytes, as the state file is
         saved.append(buffer.getvalue())
         if kill_after is not None and fitter.next_epoch > kill_after:
             raise Killed

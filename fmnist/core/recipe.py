@@ -111,8 +111,9 @@ class RecipeConfig(Section):
     grad_clip: Positive | None = None  # max gradient norm; null = no clipping
     swa: SwaConfig = SwaConfig()
     finetune: FinetuneConfig = FinetuneConfig()
-    # auto = bf16 autocast where the device computes bf16 natively (CUDA, CPUs with AVX512-BF16/AMX), else fp32
-    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    # auto = bf16 autocast where the device computes bf16 natively (CUDA, CPUs with AVX512-BF16/AMX), fp16 with a
+    # gradient scaler on CUDA GPUs without it (T4, V100), else fp32; fp16 only on CUDA
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "auto"
     channels_last: bool = True  # NHWC convolutions: with bf16 on our CPU, most networks train faster (make bench)
     compile: bool = False  # torch.compile the network for training
     tta_flip: bool = False  # average the logits of each image and its mirror at evaluation

@@ -62,8 +62,10 @@ class Fitter:
 
     `state_dict()` holds everything the next epoch depends on: weights, optimiser, schedule, SWA
     average, early-stopping state, the data-order and augmentation generator, torch's, NumPy's and
-    Python's global generators, the history and the best weights so far. Resuming from it gives the
-    same epochs, bit for bit on the CPU, as never stopping.
+    Python's global generators (and the CUDA ones, once CUDA is in use: Shake-Shake draws from them),
+    fp16's loss scale, the history and the best weights so far. Resuming from it gives the same epochs,
+    bit for bit on the CPU, as never stopping. It holds references to live tensors: copy it before
+    training goes on (`resume.snapshot`).
     """
 
     def __init__(self, model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,
@@ -83,6 +85,7 @@ class Fitter:
         self.stopper = EarlyStopping(patience=es.patience, min_delta=es.min_delta, mode=self.mode)
         self.augment = BatchAugment.from_config(recipe.augment)
         self.rules = StepRules(recipe.label_smoothing, recipe.grad_clip)
+        self.scaler = self.runtime.grad_scaler()  # fp16's loss scale, carried from epoch to epoch (else a no-op)
         self.result, self.cumulative, self.next_epoch = FitResult(), 0.0, 1
 
     def _begin_phases(self, epoch: int) -> None:
@@ -113,7 +116,7 @@ class Fitter:
         observers = (watch, self.progress) if self.progress is not None else (watch,)
         train_loss, train_acc = train_steps(self.net, batches, self.optimizer, runtime, self.rules,
                                             after_batch=None if averaging else self.schedule.after_batch,
-                                            observers=observers)
+                                            observers=observers, scaler=self.scaler)
         watch.check()
         val_loss, val_acc, _ = evaluate(self.net, self.val, self.normalize, recipe.eval_batch_size, runtime,
                                         recipe.tta_flip)
@@ -166,8 +169,8 @@ class Fitter:
             "swa_model": averager.model.state_dict() if averager is not None and averager.model is not None else None,
             "swa_scheduler": (averager.scheduler.state_dict()
                               if averager is not None and averager.scheduler is not None else None),
-            "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
-                    "numpy": np.random.get_state(), "python": random.getstate()},
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_states(self.generator),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -187,11 +190,27 @@ class Fitter:
         self.result.history = [EpochRecord.from_row(row) for row in state["history"]]
         self.result.best_state, self.result.stopped_early = state["best_state"], state["stopped_early"]
         self.next_epoch, self.cumulative = state["next_epoch"], state["cumulative"]
-        rng = state["rng"]
-        self.generator.set_state(rng["generator"])
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        if state.get("scaler"):  # empty when the scaler was disabled; absent from states saved before fp16
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_states(self.generator, state["rng"])
+
+
+def rng_states(generator: torch.Generator) -> dict:
+    """Every generator the next epoch draws from: the data order's and augmentation's, then the global ones."""
+    states = {"generator": generator.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+              "python": random.getstate()}
+    if torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(generator: torch.Generator, states: dict) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states:  # absent from states saved before it was kept, and from CPU-only runs
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDataset, val: DeviceDataset,

@@ -1,5 +1,6 @@
 """The saved state of an interrupted training, outside DVC's outputs (DVC deletes those at a stage's
-start): `.fmnist/state/<output folder>.pt`, written atomically after every epoch, removed once the stage succeeds.
+start): `.fmnist/state/<output folder>.pt`, written atomically after every epoch (in the background, by a
+`StateWriter`), removed once the stage succeeds.
 
 A state is resumed only by the same run: the same recipe and budget, the same input data, and the
 same code (its key hashes all three); anything else starts afresh and says why.
@@ -11,10 +12,14 @@ import hashlib
 import io
 import json
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 
 from fmnist.core.io import atomic_write_bytes, tree_sha256
@@ -69,3 +74,68 @@ def save_state(path: Path, key: dict[str, str], run_id: str, fitter: dict, extra
 
 def clear_state(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a (nested) state that training can no longer change: every tensor detached and copied to
+    the CPU, every dict, list and tuple rebuilt (an optimiser's state_dict shares its per-parameter dicts)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, dict):
+        copied = type(obj)((key, snapshot(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):  # a module state_dict's versions, which load_state_dict reads
+            copied._metadata = obj._metadata
+        return copied
+    if type(obj) in (list, tuple):
+        return type(obj)(snapshot(value) for value in obj)
+    return obj  # numbers, strings and the like: nothing training changes in place
+
+
+class StateWriter:
+    """Writes states in a background thread, one at a time, so the next epoch trains while the last one's
+    state is serialised and written.
+
+    `submit` copies its arguments at once (`snapshot`), then waits for the previous write before starting
+    this one: a crash loses at most the epoch being written besides the one in progress. A failed write
+    raises on the next `submit` or `wait`. Used as a context manager, it waits for the last write on the way
+    out, also when an error is on its way out (which then stays the error raised)."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[..., None], *args: Any) -> None:
+        copies = snapshot(args)
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(write, copies), name="fmnist-state-writer")
+        self._thread.start()
+
+    def _run(self, write: Callable[..., None], args: tuple) -> None:
+        try:
+            write(*args)
+        except BaseException as err:  # kept for the training thread to raise: a thread's own error would vanish
+            self._error = err
+
+    def wait(self) -> None:
+        """Block until the last write is on disk; raise its error, if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> StateWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if error is None:
+            self.wait()
+            return
+        try:
+            self.wait()
+        except BaseException as write_error:
+            error.add_note(f"the last state write failed too: {type(write_error).__name__}: {write_error}")

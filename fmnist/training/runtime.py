@@ -20,24 +20,39 @@ from fmnist.training.devices import has_native_bf16
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed every generator, and choose between bit-exact kernels and cuDNN's autotuned (faster) ones.
+
+    Both choices are set either way: a process that trains a deterministic recipe and then another must
+    not keep the first one's settings."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a recipe's `precision` on `device` (None = fp32): `auto` is bf16 where the
-    device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX/Arm BF16), fp32 elsewhere."""
+    device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX/Arm BF16), fp16 on a CUDA GPU
+    without it (T4, V100: fp16 tensor cores, with a gradient scaler), fp32 elsewhere."""
+    if precision == "fp32":
+        return None
     native = has_native_bf16(device)
     if precision == "bf16" and not native:
         where = "this GPU" if device.type == "cuda" else f"this {device.type.upper()}"
         raise DeviceError(f"precision bf16 needs native bf16 arithmetic, which {where} lacks (it would be emulated, "
                           "slower than fp32); set the recipe's precision to fp32 or auto")
-    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
+    if precision == "fp16" and device.type != "cuda":
+        raise DeviceError(f"precision fp16 is for CUDA GPUs; on this {device.type.upper()} it would be emulated, "
+                          "slower than fp32; set the recipe's precision to fp32 or auto")
+    if precision == "bf16" or (precision == "auto" and native):
+        return torch.bfloat16
+    if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
+        return torch.float16
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,16 @@ class Runtime:
     @property
     def precision(self) -> str:
         """The precision actually used, as recorded on the run."""
-        return "bf16" if self.amp_dtype == torch.bfloat16 else "fp32"
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
+
+    @property
+    def scales_gradients(self) -> bool:
+        """fp16 gradients underflow unless the loss is scaled up first; bf16 has fp32's range and needs no scaling."""
+        return self.amp_dtype == torch.float16
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A scaler that is a no-op unless fp16 needs it, so every precision trains through the same steps."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.scales_gradients)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:

@@ -30,17 +30,23 @@ def _logits(model: nn.Module, x: torch.Tensor, runtime: Runtime, tta_flip: bool)
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DeviceDataset, normalize: Normalizer, batch_size: int,
              runtime: Runtime | None = None, tta_flip: bool = False) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, logits on the CPU) over the whole dataset."""
+    """(mean loss, accuracy, logits on the data's device) over the whole dataset.
+
+    Everything stays on the device until both figures cross to the host together at the end: a per-batch
+    `.item()` would make the CPU wait for the GPU after every batch."""
     runtime = runtime or Runtime(data.x.device)
     model.eval()
-    total_loss, outputs = 0.0, []
+    # float64, added batch by batch: the same sum, to the bit, as adding the batches' losses as Python floats
+    total_loss = torch.zeros((), dtype=torch.float64, device=data.x.device)
+    outputs = []
     for x, y in eval_batches(data, batch_size, normalize):
         logits = _logits(model, x, runtime, tta_flip)
-        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        outputs.append(logits.cpu())
+        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum")
+        outputs.append(logits)
     logits = torch.cat(outputs)
-    acc = (logits.argmax(1) == data.y.cpu()).float().mean().item()
-    return total_loss / len(data), acc, logits
+    acc = (logits.argmax(1) == data.y).float().mean()
+    loss_sum, acc = torch.stack([total_loss, acc.double()]).tolist()
+    return loss_sum / len(data), acc, logits
 
 
 @dataclass
@@ -76,12 +82,15 @@ class DivergenceWatch:
 def train_steps(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer,
                 runtime: Runtime, rules: StepRules | None = None,
                 after_batch: Callable[[], None] | None = None,
-                observers: Iterable = ()) -> tuple[float, float]:
+                observers: Iterable = (), scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     """One optimiser step per batch of (normalised images, labels): (mean loss, accuracy) over them.
 
     The pipeline feeds it `train_batches`; the benchmark feeds it other data paths, so both time the
-    same step."""
+    same step. `scaler` carries the fp16 loss scale from one call to the next (a fresh one otherwise);
+    with bf16 or fp32 it is disabled and each of its calls is a plain backward or step. Observers see the
+    unscaled loss: a step the scaler skips for inf gradients is not a divergence while the loss is finite."""
     rules = rules or StepRules()
+    scaler = scaler or runtime.grad_scaler()
     model.train()
     total_loss = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
@@ -93,10 +102,12 @@ def train_steps(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
         for observer in observers:
             observer.see(index, loss)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if rules.grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(model.parameters(), rules.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         if after_batch is not None:
             after_batch()
         # Accumulate on the device: no host sync per batch.

@@ -58,7 +58,8 @@ class Resumable:
     """A saved state to continue from (or None), and where to save the state after every epoch."""
 
     state: dict | None
-    save: Callable[[dict, dict], None]  # (fitter state, extra state)
+    # (fitter state, extra state): both hold live tensors, so a save that outlives the call copies them first
+    save: Callable[[dict, dict], None]
 
 
 @dataclass

@@ -179,10 +179,13 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
             tracking.log_params(logged)
             if saved is not None:
                 tracking.log_missing_epochs(run_id, saved.fitter["history"])
-            resumable = Resumable(
-                {"fitter": saved.fitter, "extra": saved.extra} if saved else None,
-                lambda fitter, extra: save_state(state_file, key, run_id, fitter, extra))
-            trained = plan.trainer.fit(plan, data, tracking.ActiveRunLog(), staged, resumable)
+            # The state is written while the next epoch trains; the writer waits for the last write on the way
+            # out, also on an error, so a crash after epoch k leaves epoch k's state behind.
+            with StateWriter() as writer:
+                resumable = Resumable(
+                    {"fitter": saved.fitter, "extra": saved.extra} if saved else None,
+                    lambda fitter, extra: writer.submit(save_state, state_file, key, run_id, fitter, extra))
+                trained = plan.trainer.fit(plan, data, tracking.ActiveRunLog(), staged, resumable)
             write_outputs(plan, data, trained, paths, staged, run_id, seeds)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
