@@ -25,7 +25,7 @@ from fmnist.training.steps import Diverged
 from conftest import synthetic_images
 
 CPU = torch.device("cpu")
-TIMINGS = ("epoch_seconds", "cumulative_seconds")
+TIMINGS = ("epoch_seconds", "cumulative_seconds", "test_seconds")
 
 
 class Killed(Exception):

@@ -26,7 +26,8 @@ class EpochRecord:
     """One epoch of training, logged to MLflow as metrics with step=epoch and written as a CSV row.
 
     Timings cover training and validation; the optional test pass (for the epoch-vs-time table) is not
-    counted. A scikit-learn fit is one "epoch"; an SVC's margins give no loss (None)."""
+    counted in them but in test_seconds (None without a test pass, and on rows written before it was kept).
+    A scikit-learn fit is one "epoch"; an SVC's margins give no loss (None)."""
 
     epoch: int
     train_acc: float
@@ -38,6 +39,7 @@ class EpochRecord:
     test_loss: float | None = None
     test_acc: float | None = None
     lr: float | None = None
+    test_seconds: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """MLflow metrics of this epoch (logged with step=epoch); absent values are left out."""
@@ -56,7 +58,7 @@ class EpochRecord:
 
 # The history CSV's columns and the per-epoch MLflow metric names (with "epoch" as the step).
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
-                 "epoch_seconds", "cumulative_seconds")
+                 "epoch_seconds", "cumulative_seconds", "test_seconds")
 EPOCH_METRICS = EPOCH_COLUMNS[1:]
 
 

@@ -125,13 +125,15 @@ class Fitter:
         sync(device)
         seconds = time.perf_counter() - start
         self.cumulative += seconds
-        test_loss = test_acc = None
+        test_loss = test_acc = test_seconds = None
         if self.test is not None:
+            test_start = time.perf_counter()
             test_loss, test_acc, _ = evaluate(self.net, self.test, self.normalize, recipe.eval_batch_size, runtime,
                                               recipe.tta_flip)
+            test_seconds = time.perf_counter() - test_start  # evaluate returns once its figures are on the host
         record = EpochRecord(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                              val_acc=val_acc, test_loss=test_loss, test_acc=test_acc, lr=lr, epoch_seconds=seconds,
-                             cumulative_seconds=self.cumulative)
+                             cumulative_seconds=self.cumulative, test_seconds=test_seconds)
         self.result.history.append(record)
         monitored = getattr(record, recipe.early_stopping.monitor)
         if self.stopper.update(epoch, monitored):
@@ -222,8 +224,8 @@ def fit(model: nn.Module, recipe: RecipeConfig, epochs: int, train: DeviceDatase
     That is the best-validation checkpoint, or with SWA the averaged weights (batch-norm statistics
     recomputed on the training images). Timings (epoch_seconds, cumulative_seconds) cover training and
     validation only: the optional per-epoch test evaluation is for the diminishing-returns table and
-    is not counted. `resume` is a `Fitter.state_dict()` to continue from; `on_state` is called after
-    every epoch (before `on_epoch`) with the fitter, to save its state.
+    is not counted in them (its own cost is test_seconds). `resume` is a `Fitter.state_dict()` to continue
+    from; `on_state` is called after every epoch (before `on_epoch`) with the fitter, to save its state.
     """
     fitter = Fitter(model, recipe, epochs, train, val, normalize, generator, test, runtime, progress)
     if resume is not None:
