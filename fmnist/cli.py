@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from fmnist.ci import commands as ci_commands
-from fmnist.core.config import ConfigError, load_file, load_params
+from fmnist.core.config import ConfigError, ReportConfig, load_file, load_params
 from fmnist.core.entry import run_main
 from fmnist.models.checks import check_every_profile, check_params
 from fmnist.params_edit import set_profile
@@ -69,7 +69,7 @@ def print_tables(tracking_uri: str | None, experiment: str | None, run_id: str |
     from fmnist.core.errors import StoreError
     from fmnist.reporting.notes import run_notes
     from fmnist.reporting.render import epoch_table_blocks, leaderboard_blocks, to_markdown
-    from fmnist.reporting.sources import find_report_run, from_mlflow
+    from fmnist.reporting.sources import find_report_run, from_mlflow, from_training_runs, latest_training_runs
     from fmnist.reporting.tables import build_tables
 
     tracking.configure(uri=tracking_uri, must_exist=True)  # read-only: never create an empty database
@@ -77,14 +77,19 @@ def print_tables(tracking_uri: str | None, experiment: str | None, run_id: str |
     experiment, source = tables_experiment(experiment, params_file)
     try:
         report_run = find_report_run(client, experiment, run_id)
+        inputs = from_mlflow(client, report_run)
+        said = f"Tables of report run {report_run.info.run_id}"
     except StoreError as err:
-        if source == "--experiment":
-            raise
-        raise StoreError(f"{err} (the experiment of {source}; --experiment NAME reads another)") from None
-    inputs = from_mlflow(client, report_run)
+        if run_id or "no finished report run" not in str(err):
+            raise (err if source == "--experiment" else
+                   StoreError(f"{err} (the experiment of {source}; --experiment NAME reads another)")) from None
+        # Runs trained elsewhere and imported have no report run: the latest training run of each recipe.
+        inputs = from_training_runs(client, latest_training_runs(client, experiment),
+                                    (load_params(params_file).report if params_file.is_file() else ReportConfig())
+                                    .diminishing_returns_tolerance)
+        said = "No report run: tables of the latest finished, evaluated training run of each recipe"
     tables, notes = build_tables(inputs), run_notes(inputs)
-    said = (f"Tables of report run {report_run.info.run_id} in experiment '{experiment}' (from {source}), "
-            f"{mlflow.get_tracking_uri()}")
+    said += f" in experiment '{experiment}' (from {source}), {mlflow.get_tracking_uri()}"
     if fmt == "json":
         print(said, file=sys.stderr)  # stdout stays one JSON document
         print(json.dumps(tables.to_dict(), indent=2, sort_keys=True))

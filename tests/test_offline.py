@@ -1,6 +1,7 @@
 """The GPU command on the CPU, on a tiny budget: a part trained without MLflow into run records, packed into the
 few files a lent machine sends back, unpacked at home; the time limit, the weights policy, the convergence rule."""
 
+import json
 import sys
 import tarfile
 from pathlib import Path
@@ -171,3 +172,32 @@ def test_the_prepared_gpu_command_measures_throughput_and_leaves_what_does_not_f
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"throughput.md", "throughput.json", "records-small.tar.gz", "log-small.txt"} <= files and len(files) <= 8
     assert "Remaining in this part: resnet18." in out
+
+
+def test_a_smoke_part_comes_home_as_mlflow_runs_the_report_tables_read(smoke_out, tmp_path, monkeypatch, capsys):
+    """The whole way: the command's files unpacked, imported (twice: the second adds nothing), the tables rebuilt
+    from MLflow alone, the imported model loadable."""
+    from mlflow import MlflowClient
+
+    from fmnist.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    bundle = unpack(smoke_out, project / "results" / "gpu" / "small")
+    for _ in range(2):
+        with pytest.raises(SystemExit) as done:
+            main(["runs", "import", str(bundle)])
+        assert done.value.code == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("fmnist-gpu").experiment_id])
+    assert sorted(r.data.tags["arch"] for r in runs) == ["cnn1", "mlp", "sk_knn"]  # once each
+    assert all(r.info.status == "FINISHED" and r.data.tags[WEIGHTS_TAG] == "logged" for r in runs)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["tables", "--experiment", "fmnist-gpu", "--format", "json"])
+    assert done.value.code == 0
+    board = json.loads(capsys.readouterr().out)["leaderboard"]
+    assert {row["arch"] for row in board} == {"cnn1", "mlp", "sk_knn"}
+    assert all(row["test_acc"] is not None for row in board)

@@ -21,7 +21,7 @@ from fmnist.core.runs import (
     read_pointer,
     read_summary,
 )
-from fmnist.core.seeds import SEED_GROUP_TAG, SeedSpread, split_spread
+from fmnist.core.seeds import PRIMARY_TAG, SEED_GROUP_TAG, SeedSpread, split_spread
 from fmnist.reporting.tables import ReportInputs, spread_entry
 
 REPORT_STAGE = "report"
@@ -78,9 +78,31 @@ def find_report_run(client: MlflowClient, experiment: str, run_id: str | None = 
 def from_mlflow(client: MlflowClient, report_run: Run) -> ReportInputs:
     params = report_run.data.params
     architectures = params["architectures"].split(",")
-    inputs = ReportInputs(architectures, float(params["diminishing_returns_tolerance"]))
-    for arch in architectures:
-        run = client.get_run(params[f"run_id.{arch}"])
+    runs = {arch: client.get_run(params[f"run_id.{arch}"]) for arch in architectures}
+    return from_training_runs(client, runs, float(params["diminishing_returns_tolerance"]))
+
+
+def latest_training_runs(client: MlflowClient, experiment: str) -> dict[str, Run]:
+    """Where no report ran (runs trained elsewhere and imported): per recipe, its latest finished, evaluated
+    training run that is a stage's own (the first seed; no convergence probe)."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{PRIMARY_TAG}` = 'true' and "
+                              "tags.evaluated = 'true' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=5000)
+    latest: dict[str, Run] = {}
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("fmnist.stage", "").startswith("train@") and "fmnist.probe" not in tags:
+            latest.setdefault(tags["arch"], run)
+    if not latest:
+        raise StoreError(f"experiment '{experiment}' has neither a finished report run nor finished, evaluated "
+                         "training runs; run the pipeline first (or import runs: `fmnist runs import`)")
+    return dict(sorted(latest.items()))
+
+
+def from_training_runs(client: MlflowClient, runs: dict[str, Run], tolerance: float) -> ReportInputs:
+    inputs = ReportInputs(list(runs), tolerance)
+    for arch, run in runs.items():
         metrics, run_params = run.data.metrics, run.data.params
         summary = RunSummary.from_mlflow(metrics, run_params, run.data.tags)
         entry = leaderboard_entry(summary, metrics.get(f"{EVAL_PREFIX}test_acc"), int(run_params["n_test"]),
