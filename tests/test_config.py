@@ -78,7 +78,8 @@ BAD_COMBINATIONS = [
     (lambda d: _recipe(d, scheduler={"name": "multistep", "milestones": [5, 3]}),
      "recipes.cnn4.scheduler.milestones: multistep needs increasing epochs"),
     (lambda d: _recipe(d, swa={"enabled": True}), "recipes.cnn4.swa: SWA averages the weights up to the last epoch"),
-    (lambda d: _recipe(d, precision="fp16"), "recipes.cnn4.precision: got 'fp16', allowed values: fp32, bf16, auto"),
+    (lambda d: _recipe(d, precision="fp8"),
+     "recipes.cnn4.precision: got 'fp8', allowed values: fp32, bf16, fp16, auto"),
     (lambda d: _recipe(d, augment={"zoom": 0.9}), "recipes.cnn4.augment.zoom: got 0.9, allowed range [0, 0.5]"),
     (lambda d: _recipe(d, label_smoothing=1.0), "recipes.cnn4.label_smoothing: got 1.0, allowed range [0, 1)"),
     (lambda d: _recipe(d, grad_clip=0), "recipes.cnn4.grad_clip: got 0"),
@@ -194,7 +195,7 @@ def test_the_gpu_profile_is_one_overlay_on_the_networks_own_recipes():
     resnet = gpu.recipe("resnet18")
     assert (resnet.network, resnet.model["dropout"]) == (full.recipe("resnet18").network, 0.25)
     assert (resnet.precision, resnet.channels_last, resnet.scheduler.name, resnet.swa.enabled) == (
-        "bf16", True, "onecycle", False)
+        "auto", True, "onecycle", False)
     assert not gpu.train.deterministic and full.train.deterministic
     assert set(gpu.train_recipes) == {name for part in gpu.parts.values() for name in part}
 

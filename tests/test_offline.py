@@ -57,7 +57,7 @@ def test_what_came_back_unpacks_into_complete_run_records(smoke_out, tmp_path):
     assert set(records) == {"mlp", "cnn1", "sk_knn"}  # the skipped transfer recipe left no run
     mlp = records["mlp"]
     assert mlp.status == "FINISHED" and mlp.experiment == "fmnist-gpu" and mlp.end_time >= mlp.start_time
-    assert mlp.params["recipe.precision"] == "bf16" and mlp.params["epochs"] == "2"
+    assert mlp.params["recipe.precision"] == "auto" and mlp.params["epochs"] == "2"
     val_steps = [m.step for m in mlp.metrics if m.key == "val_acc"]
     assert val_steps == [1, 2]
     keys = {m.key for m in mlp.metrics}
