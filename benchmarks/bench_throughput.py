@@ -69,7 +69,7 @@ from fmnist.training.devices import resolve_device
 from fmnist.training.plan import RunPlan, plan_run
 
 DEFAULT_NETWORKS = ("mlp,cnn4,qstp_cnn5,basic_cnn,mini_vgg,wrn16_4,resnet18,resnet34,resnet50,mobilenet_v2,"
-                    "shufflenet_v2,shakeshake_resnet34,fastcnn,speedrun")
+                    "shufflenet_v2,shakeshake_resnet34,fastcnn,gpu94")
 
 
 class UsageError(Exception):

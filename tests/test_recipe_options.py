@@ -346,14 +346,14 @@ def test_finetune_unfreezes_and_switches_to_the_small_lr():
     assert not torch.equal(snapshots[3], frozen)  # phase 2: fine-tuned
 
 
-def test_the_speedrun_recipe_runs_end_to_end_on_the_cpu():
+def test_the_gpu94_recipe_runs_end_to_end_on_the_cpu():
     """params.yaml's GPU recipe (one-cycle, SWA, label smoothing, channels_last, TTA, precision auto) on
     small learnable data and a narrow net: it learns, and its SWA average is what gets scored."""
     from fmnist.core.config import load_params
 
     from conftest import ROOT
 
-    recipe = load_params(ROOT / "params.yaml").recipe("speedrun")
+    recipe = load_params(ROOT / "params.yaml").recipe("gpu94")
     recipe = _replace(recipe, batch_size=40, eval_batch_size=60,
                                  model={**recipe.model, "stem": 8, "widths": [8, 16, 16]})
     seed_everything(0, True)

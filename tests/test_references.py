@@ -42,7 +42,7 @@ def test_published_figures(arch, accuracy, source, classes):
     assert f"{classes} classes" in ref.setting()
 
 
-@pytest.mark.parametrize("arch", ["fastcnn", "speedrun", "fast92", "fast93", "fast94"])
+@pytest.mark.parametrize("arch", ["fastcnn", "gpu94", "fast92", "fast93", "fast94"])
 def test_architectures_without_a_published_figure_say_none(arch):
     assert reference_for(arch) is None
     assert compare(arch, 0.9, 10) == {"reference": NONE, "source": "", "setting": "", "difference": ""}

@@ -10,7 +10,7 @@ The write-ups (see the reference projects' README):
   004_6339e2a759cdee74.txt  eight networks with a cyclic LR, SWA and light augmentation
 
 Not from them: the scikit-learn figures, from the dataset authors' published benchmark table (source
-"Fashion-MNIST benchmark (Zalando)"); fastcnn, fast92/93/94 and speedrun are our own recipes (none).
+"Fashion-MNIST benchmark (Zalando)"); fastcnn, fast92/93/94, cpu94 and gpu94 are our own recipes (none).
 A difference is shown only where the reference's number of classes equals the run's (the classes the run
 was evaluated on); anything else is marked instead.
 """
