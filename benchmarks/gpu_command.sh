@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_command.sh PART smoke     every recipe of the part, 2 epochs on a subset (about 2 minutes)
 #   bash benchmarks/gpu_command.sh PART           the part's measured run (at most 9 minutes), throughput first
+#   bash benchmarks/gpu_command.sh speed [smoke]  the speed records: gpu94 and gpu95, 5 seeds each (SPEED_RECIPES)
 #
 # It reads what `make gpu-carry` put in .gpu/ (the four official .gz files, the wheels the machine lacks) and
 # writes at most 8 files to $OUT: records-PART.tar.gz, summary-PART.md, w-RUN.tar (the weights that fit),
@@ -33,7 +34,10 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 raw=${GPU_RAW_DIR:-$carry/data}
 recipes=${GPU_RECIPES:+--recipes $GPU_RECIPES}
 
-if [ "$mode" = smoke ]; then
+if [ "$part" = speed ]; then
+  python3 benchmarks/gpu_run.py ${GPU_SET:+--set $GPU_SET} speed "${SPEED_RECIPES:-gpu94,gpu95}" --raw-dir "$raw" \
+    --out "$out" --seeds "${SPEED_SEEDS:-5}" $([ "$mode" = smoke ] && echo --smoke)
+elif [ "$mode" = smoke ]; then
   python3 benchmarks/gpu_run.py run "$part" --smoke --no-probes --limit-seconds "$limit" --raw-dir "$raw" \
     --out "$out" --weights-files 2 $recipes
 else

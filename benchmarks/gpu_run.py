@@ -3,6 +3,7 @@
     gpu_run.py plan                              the parts, each recipe's arithmetic and estimated time, done or not
     gpu_run.py run PART --raw-dir D --out DIR    train the part into run records, pack at most 8 files into DIR
     gpu_run.py run PART --smoke ...              the same, every recipe one epoch on a subset (the check first)
+    gpu_run.py speed RECIPES --raw-dir D --out DIR   speed-run records (`fmnist speedrun` without MLflow)
     gpu_run.py unpack DIR --to results/gpu/PART  what came back, as a bundle `fmnist runs import` reads
 
 Everything a run records (params, per-epoch metrics with their steps and times, evaluation, figures, the weights
@@ -34,7 +35,9 @@ from fmnist.offline.part import (  # noqa: E402
     unpack,
 )
 from fmnist.offline.records import Bundle  # noqa: E402
-from fmnist.offline.trainer import commit_of, prepare_data  # noqa: E402
+from fmnist.offline.speed import record_attempt  # noqa: E402
+from fmnist.offline.trainer import bundle_commit, commit_of, log_line, prepare_data  # noqa: E402
+from fmnist.training.speedrun import check_attempt, prepare_attempt, time_seeds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "gpu"
@@ -64,7 +67,7 @@ def plan(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    params = load_params(args.params, [], profile=args.profile)
+    params = load_params(args.params, args.overrides, profile=args.profile)
     options = PartOptions(limit_seconds=args.limit_seconds, smoke=args.smoke, probes=not args.no_probes,
                           recipes=args.recipes.split(",") if args.recipes else None,
                           assumed_tflops=args.tflops, weights_files=args.weights_files)
@@ -83,6 +86,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def speed(args: argparse.Namespace) -> int:
+    """Speed-run attempts (fmnist.training.speedrun's rules) of each recipe, as run records."""
+    started = time.perf_counter()
+    params = load_params(args.params, args.overrides, profile=args.profile)
+    runs = [params.run_of(name) for name in args.recipes.split(",")]
+    if args.smoke:  # batches of 1024 need more images than a part's smoke for a one-cycle schedule to run
+        runs = [r.model_copy(update={"recipe": r.recipe.model_copy(update={"epochs": 2, "train_subset": 10_000})})
+                for r in runs]
+    seeds = list(range(params.train.seed, params.train.seed + (1 if args.smoke else args.seeds)))
+    work = Path(tempfile.mkdtemp(prefix="fmnist-gpu-"))
+    prepare_data(Path(args.raw_dir), work / "data", params)
+    for run in runs:  # every check before any timing
+        check_attempt(run, seeds, args.data, work)
+    bundle = Bundle(work / "bundle").create(note=f"speed runs of {args.recipes}", part=f"speed-{args.name}",
+                                            profile=params.profile, smoke=args.smoke, commit=commit_of(ROOT))
+    tables = []
+    for run in runs:
+        _, runner, attempt = prepare_attempt(run, seeds, args.data, work, echo=log_line)
+        time_seeds(runner, seeds, attempt, started, echo=log_line)
+        record_attempt(bundle, run, attempt, bundle_commit(bundle))
+        tables.append(attempt.table())
+    summary = "\n\n".join(tables) + f"\n\nTotal wall time {time.perf_counter() - started:.0f} s.\n"
+    files = pack(bundle, Path(args.out), f"speed-{args.name}", [], summary)
+    print(summary)
+    print(f"sent back: {', '.join(f.name for f in files)}")
+    return 0
+
+
 def unpack_command(args: argparse.Namespace) -> int:
     target = unpack(Path(args.out), Path(args.to))
     print(f"{target}: a bundle of run records; `fmnist runs import {target}` brings its runs into MLflow")
@@ -93,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--profile", default="gpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param (repeatable)")
     parser.add_argument("--tflops", type=float, default=40.0,
                         help="training rate assumed until one is measured (TFLOP/s; default: a GPU's)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,12 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--recipes", help="only these recipes of the part (comma-separated)")
     go.add_argument("--no-probes", action="store_true", help="skip the half-budget convergence probes")
     go.add_argument("--weights-files", type=int, default=5, help="at most this many weight files sent back")
+    fast = sub.add_parser("speed", help="speed-run records of recipes (the speed-run rules, every seed)")
+    fast.add_argument("recipes", help="comma-separated recipe names")
+    fast.add_argument("--name", default="records", help="names the files sent back (records-speed-NAME.tar.gz)")
+    fast.add_argument("--raw-dir", required=True)
+    fast.add_argument("--out", required=True)
+    fast.add_argument("--seeds", type=int, default=5)
+    fast.add_argument("--data", default="all", help="all: 60,000 training images; split: 54,000")
+    fast.add_argument("--smoke", action="store_true", help="one seed, 2 epochs on a subset")
     back = sub.add_parser("unpack", help="what came back, as a bundle folder `fmnist runs import` reads")
     back.add_argument("out")
     back.add_argument("--to", required=True)
     args = parser.parse_args(argv)
     try:
-        return {"plan": plan, "run": run, "unpack": unpack_command}[args.command](args)
+        return {"plan": plan, "run": run, "speed": speed, "unpack": unpack_command}[args.command](args)
     except FmnistError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

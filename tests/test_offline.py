@@ -152,7 +152,9 @@ def _command(mode: str, out: Path, **env: str) -> str:
 
     environ = {**os.environ, "OUT": str(out), "GPU_CARRY": str(out / "no-carry"), "GPU_RAW_DIR": str(DEBIAN),
                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env}
-    args = ["bash", str(ROOT / "benchmarks" / "gpu_command.sh"), "small", *([mode] if mode == "smoke" else [])]
+    part = env.pop("GPU_PART", "small")
+    environ = {k: v for k, v in environ.items() if k != "GPU_PART"}
+    args = ["bash", str(ROOT / "benchmarks" / "gpu_command.sh"), part, *([mode] if mode == "smoke" else [])]
     done = subprocess.run(args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stdout
@@ -201,3 +203,24 @@ def test_a_smoke_part_comes_home_as_mlflow_runs_the_report_tables_read(smoke_out
     board = json.loads(capsys.readouterr().out)["leaderboard"]
     assert {row["arch"] for row in board} == {"cnn1", "mlp", "sk_knn"}
     assert all(row["test_acc"] is not None for row in board)
+
+
+def test_the_prepared_speed_record_command_runs_on_the_cpu_and_its_records_import(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from fmnist.cli import main
+
+    out = _command("smoke", tmp_path / "out", SPEED_RECIPES="fastcnn", GPU_PART="speed")
+    assert "gpu_command: speed smoke done" in out and "| **mean ± std (n=1)** |" in out
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    bundle = unpack(tmp_path / "out", tmp_path / "speed")
+    with pytest.raises(SystemExit) as done:
+        main(["runs", "import", str(bundle)])
+    assert done.value.code == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("fmnist-gpu-speedrun").experiment_id])
+    parent = next(r for r in runs if r.data.tags["mlflow.runName"] == "speedrun fastcnn")
+    child = next(r for r in runs if r.data.tags["mlflow.runName"] == "seed 42")
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id  # the import rewrote the parent's id
+    assert parent.data.metrics["speedrun_n"] == 1 and child.data.metrics["speedrun_test_acc"] > 0.5
