@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_command.sh PART smoke     every recipe of the part, 2 epochs on a subset (about 2 minutes)
 #   bash benchmarks/gpu_command.sh PART           the part's measured run (at most 9 minutes), throughput first
 #   bash benchmarks/gpu_command.sh speed [smoke]  the speed records: gpu94 and gpu95, 5 seeds each (SPEED_RECIPES)
+#   bash benchmarks/gpu_command.sh accuracy       the accuracy attempt (acc96, one seed: GPU_SET=train.seed=43 ...)
 #
 # It reads what `make gpu-carry` put in .gpu/ (the four official .gz files, the wheels the machine lacks) and
 # writes at most 8 files to $OUT: records-PART.tar.gz, summary-PART.md, w-RUN.tar (the weights that fit),
@@ -33,12 +34,13 @@ python3 -c "import pydantic, torch, torchvision, sklearn; print('torch', torch._
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 raw=${GPU_RAW_DIR:-$carry/data}
 recipes=${GPU_RECIPES:+--recipes $GPU_RECIPES}
+overrides=(${GPU_SET:+--set $GPU_SET} --tflops "${GPU_TFLOPS:-$([ "$part" = accuracy ] && echo 100 || echo 40)}")
 
 if [ "$part" = speed ]; then
-  python3 benchmarks/gpu_run.py ${GPU_SET:+--set $GPU_SET} speed "${SPEED_RECIPES:-gpu94,gpu95}" --raw-dir "$raw" \
+  python3 benchmarks/gpu_run.py "${overrides[@]}" speed "${SPEED_RECIPES:-gpu94,gpu95}" --raw-dir "$raw" \
     --out "$out" --seeds "${SPEED_SEEDS:-5}" $([ "$mode" = smoke ] && echo --smoke)
 elif [ "$mode" = smoke ]; then
-  python3 benchmarks/gpu_run.py run "$part" --smoke --no-probes --limit-seconds "$limit" --raw-dir "$raw" \
+  python3 benchmarks/gpu_run.py "${overrides[@]}" run "$part" --smoke --no-probes --limit-seconds "$limit" --raw-dir "$raw" \
     --out "$out" --weights-files 2 $recipes
 else
   if [ "$part" = "${THROUGHPUT_PART:-small}" ]; then
@@ -47,7 +49,7 @@ else
       || echo "throughput: failed (the training goes on)"
   fi
   left=$(( limit - ($(date +%s) - started) ))
-  python3 benchmarks/gpu_run.py run "$part" --limit-seconds "$left" --raw-dir "$raw" --out "$out" \
+  python3 benchmarks/gpu_run.py "${overrides[@]}" run "$part" --limit-seconds "$left" --raw-dir "$raw" --out "$out" \
     --weights-files 3 $recipes
 fi
 echo "gpu_command: $part $mode done in $(( $(date +%s) - started )) s; files in $out: $(ls "$out" | tr '\n' ' ')"

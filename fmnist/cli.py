@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
+from fmnist import records_cli as record_commands
 from fmnist.ci import commands as ci_commands
 from fmnist.core.config import ConfigError, ReportConfig, load_file, load_params
-from fmnist.core.entry import run_main
+from fmnist.core.entry import run_main, split_overrides
 from fmnist.models.checks import check_every_profile, check_params
 from fmnist.params_edit import set_profile
-
-OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 
 
 def _env_with_this_python() -> dict[str, str]:
@@ -42,21 +40,6 @@ def train_and_evaluate(arch: str, overrides: list[str], params_file: Path, resum
     print(summary.describe())
     evaluation = evaluate_architecture(arch, run.train, params.evaluate, EvalPaths.for_arch(arch))
     print(evaluation.describe(arch))
-    return 0
-
-
-def speedrun(arch: str, overrides: list[str], params_file: Path, seeds: int, first_seed: int | None, data: str,
-             log: bool) -> int:
-    """A record attempt: every seed of a fixed recipe timed by the speed-run rules, the table printed."""
-    from fmnist.workflows.speedrun import speed_record
-
-    if seeds < 1:
-        raise ConfigError(f"--seeds: got {seeds}, need at least 1")
-    params = load_params(params_file, overrides)
-    run = params.run_of(arch)
-    start = run.train.seed if first_seed is None else first_seed
-    attempt = speed_record(run, list(range(start, start + seeds)), data, log=log)
-    print(attempt.table())
     return 0
 
 
@@ -237,16 +220,7 @@ def main(argv: list[str] | None = None) -> None:
                        help="start at epoch 1 even if an interrupted run of the same recipe saved its state")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param (repeatable; several may share one argument, space-separated)")
-    speed = sub.add_parser("speedrun", help="time a fixed recipe by the speed-run rules over n seeds (a record "
-                           "attempt): the last epoch's model on every test image, logged to MLflow")
-    speed.add_argument("arch", metavar="RECIPE")
-    speed.add_argument("--seeds", type=int, default=5)
-    speed.add_argument("--first-seed", type=int, help="default: train.seed")
-    speed.add_argument("--data", default="all", help="all: the 60,000 training images (default); split: the 54,000 "
-                       "of the validation split's training part")
-    speed.add_argument("--no-mlflow", dest="log", action="store_false", help="time and print only")
-    speed.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a param (repeatable)")
+    speed = record_commands.add_parsers(sub)
     tables = sub.add_parser("tables", help="rebuild the report's tables from MLflow alone")
     tables.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                                                "sqlite:///mlflow.db in the current directory)")
@@ -292,12 +266,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "pipeline":
         return run_pipeline(args.name, args.params)
     elif args.command == "train":
-        # Several overrides may share one argument (MLproject passes one string): split before each KEY=.
-        overrides = [item for arg in args.overrides for item in OVERRIDE_START.split(arg.strip()) if item]
+        overrides = split_overrides(args.overrides)
         return train_and_evaluate(args.arch, overrides, args.params, resume=not args.no_resume)
-    elif args.command == "speedrun":
-        overrides = [item for arg in args.overrides for item in OVERRIDE_START.split(arg.strip()) if item]
-        return speedrun(args.arch, overrides, args.params, args.seeds, args.first_seed, args.data, args.log)
+    elif args.command in ("speedrun", "ensemble"):
+        return record_commands.dispatch(args)
     elif args.command == "predict":
         return predict(args.images, args.model, args.params, args.allow_unverified)
     elif args.command == "tables":

@@ -137,7 +137,7 @@ def test_plan_prints_every_part_with_its_estimate(capsys):
     assert gpu_run.main(["plan"]) == 0
     out = capsys.readouterr().out
     assert "part small" in out and "part large" in out and "shakeshake_resnet34" in out
-    assert out.count("estimated") == 3  # one line per part, and the profile's total
+    assert out.count("estimated") == 4 and "part accuracy" in out  # one line per part, and the total
 
 
 def test_a_bad_part_is_one_line_before_any_work(tmp_path, capsys):
@@ -203,6 +203,14 @@ def test_a_smoke_part_comes_home_as_mlflow_runs_the_report_tables_read(smoke_out
     board = json.loads(capsys.readouterr().out)["leaderboard"]
     assert {row["arch"] for row in board} == {"cnn1", "mlp", "sk_knn"}
     assert all(row["test_acc"] is not None for row in board)
+    with pytest.raises(SystemExit) as done:  # the networks' saved logits, soft-voted, chosen on validation
+        main(["ensemble", "--experiment", "fmnist-gpu"])
+    assert done.value.code == 0
+    ensemble = client.search_runs([runs[0].info.experiment_id], filter_string="tags.kind = 'ensemble'")[0]
+    members = ensemble.data.tags["fmnist.ensemble.members"].split(",")
+    networks = {r.info.run_id for r in runs if r.data.tags["kind"] == "torch"}
+    assert set(members) <= networks and ensemble.data.params["candidates"] == "2"
+    assert ensemble.data.metrics["ensemble_val_acc"] >= ensemble.data.metrics["member_1_val_acc"]
 
 
 def test_the_prepared_speed_record_command_runs_on_the_cpu_and_its_records_import(tmp_path, monkeypatch):

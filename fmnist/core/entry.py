@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace) -> Params:
     return load_params(args.params, args.overrides)
+
+
+# Several --set overrides may share one argument (MLproject passes one string): split before each KEY=.
+OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
+
+
+def split_overrides(arguments: list[str]) -> list[str]:
+    return [item for arg in arguments for item in OVERRIDE_START.split(arg.strip()) if item]
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:

@@ -84,7 +84,7 @@ TRANSFER_STAGES = ("layer1", "layer2", "layer3", "layer4")
 _FAMILIES = {
     "fmnist.models.mlp": ["mlp"],
     "fmnist.models.small_cnn": ["cnn1", "cnn3", "cnn4", "qstp_cnn5", "basic_cnn", "mini_vgg"],
-    "fmnist.models.wide_resnet": ["wrn16_4"],
+    "fmnist.models.wide_resnet": ["wrn16_4", "wide_resnet"],
     "fmnist.models.resnets": ["resnet18", "resnet34", "resnet50"],
     "fmnist.models.mobile": ["mobilenet_v2", "shufflenet_v2"],
     "fmnist.models.shakeshake": ["shakeshake_resnet34"],

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fmnist.core.config import Params, RecipeRun
@@ -27,7 +28,7 @@ from fmnist.core.io import csv_text, dict_csv_text
 from fmnist.core.runs import Evaluation, history_csv
 from fmnist.core.seeds import PRIMARY_TAG, SEED_GROUP_TAG
 from fmnist.data.fetch import fetch_all
-from fmnist.data.prepare import load_arrays, preprocess, split, stratified_subset
+from fmnist.data.prepare import Arrays, load_arrays, preprocess, split, stratified_subset
 from fmnist.offline.records import WEIGHTS_TAG, Bundle, RecordLog, RunRecord
 from fmnist.training.checkpoint import save_checkpoint
 from fmnist.training.plan import RunPlan, plan_run, seeds_of
@@ -82,13 +83,17 @@ def environment_tags(device: torch.device) -> dict[str, str]:
 
 
 def evaluate_into(record: RunRecord, log: RecordLog, plan: RunPlan, classifier: torch.nn.Module, test_file: Path,
-                  figures: bool) -> Evaluation:
+                  figures: bool, val: Arrays | None = None) -> Evaluation:
     """The evaluate stage's scoring of the kept model on the test set, into the run record (figures optional:
-    drawing them costs seconds a run)."""
+    drawing them costs seconds a run). With `val`, the logits of the validation and test images are kept too
+    (evaluation/logits.npz), so models can be ensembled later, chosen on validation (`fmnist ensemble`)."""
     test = stratified_subset(load_arrays(test_file), plan.recipe.eval_subset, plan.train.seed)
     names = classifier.class_names
     device = plan.trainer.device(plan.train.device)
-    report = score_predictions(pixel_logits(classifier.to(device), test.x, device=device), test.y, names)
+    test_logits = pixel_logits(classifier.to(device), test.x, device=device)
+    report = score_predictions(test_logits, test.y, names)
+    if val is not None:
+        save_logits(log, pixel_logits(classifier, val.x, device=device), val.y, test_logits, test.y)
     classifier.cpu()
     evaluation = Evaluation(test_acc=report.accuracy, test_macro_f1=report.macro_f1, n_test=len(test),
                             test_loss=report.loss if getattr(classifier, "has_probabilities", True) else None,
@@ -102,6 +107,14 @@ def evaluate_into(record: RunRecord, log: RecordLog, plan: RunPlan, classifier: 
     if figures:
         _log_figures(log, plan.arch, report, test, names)
     return evaluation
+
+
+def save_logits(log: RecordLog, val_logits: torch.Tensor, val_y, test_logits: torch.Tensor, test_y) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="fmnist-logits-")) / "logits.npz"
+    np.savez_compressed(scratch, val_logits=val_logits.numpy().astype(np.float16), val_y=val_y,
+                        test_logits=test_logits.numpy().astype(np.float16), test_y=test_y)
+    log.artifact(scratch, "evaluation")
+    shutil.rmtree(scratch.parent, ignore_errors=True)
 
 
 def _log_figures(log: RecordLog, arch: str, report, test, names: list[str]) -> None:
@@ -141,7 +154,8 @@ def train_seed(plan: RunPlan, paths: TrainPaths, bundle: Bundle, tags: dict[str,
         save_checkpoint(bundle.checkpoint_file(record.run_id), arch=plan.arch, network=plan.info.name,
                         model_kwargs=plan.model_options, num_classes=len(data.class_names),
                         class_names=data.class_names, run_id=record.run_id, **trained.checkpoint)
-        evaluation = evaluate_into(record, log, plan, trained.classifier, paths.prepared_dir / "test.npz", figures)
+        evaluation = evaluate_into(record, log, plan, trained.classifier, paths.prepared_dir / "test.npz", figures,
+                                   data.val)
     except WeightsError:
         shutil.rmtree(bundle.run_dir(record.run_id), ignore_errors=True)  # nothing ran: no run to import
         raise
