@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the GPU machine runs the tree as sent, uninstalled
 
+from fmnist.core.commit import git_commit  # noqa: E402
 from fmnist.core.config import load_params  # noqa: E402
 from fmnist.core.errors import FmnistError  # noqa: E402
 from fmnist.offline.part import (  # noqa: E402
@@ -36,7 +37,7 @@ from fmnist.offline.part import (  # noqa: E402
 )
 from fmnist.offline.records import Bundle  # noqa: E402
 from fmnist.offline.speed import record_attempt  # noqa: E402
-from fmnist.offline.trainer import bundle_commit, commit_of, log_line, prepare_data  # noqa: E402
+from fmnist.offline.trainer import bundle_commit, log_line, prepare_data  # noqa: E402
 from fmnist.training.speedrun import check_attempt, prepare_attempt, time_seeds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     paths = prepare_data(Path(args.raw_dir), work / "data", params)
     print(f"data ready in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     bundle = Bundle(work / "bundle").create(note=f"part {args.part} of profile {params.profile}", part=args.part,
-                                            profile=params.profile, smoke=args.smoke, commit=commit_of(ROOT))
+                                            profile=params.profile, smoke=args.smoke, commit=git_commit(ROOT))
     report = run_part(params, args.part, paths, bundle, options, started)
     kept = keep_weights(bundle, report.results, options)
     summary = summary_text(params, report, done_parts(RESULTS), kept, args.smoke)
@@ -100,7 +101,7 @@ def speed(args: argparse.Namespace) -> int:
     for run in runs:  # every check before any timing
         check_attempt(run, seeds, args.data, work)
     bundle = Bundle(work / "bundle").create(note=f"speed runs of {args.recipes}", part=f"speed-{args.name}",
-                                            profile=params.profile, smoke=args.smoke, commit=commit_of(ROOT))
+                                            profile=params.profile, smoke=args.smoke, commit=git_commit(ROOT))
     tables = []
     for run in runs:
         _, runner, attempt = prepare_attempt(run, seeds, args.data, work, echo=log_line)

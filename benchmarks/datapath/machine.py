@@ -8,28 +8,19 @@ import datetime as dt
 import os
 import platform
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 import torchvision
 
+from fmnist.core.commit import git_commit as commit_of
+
 from .paths import ROOT
 
 
 def git_commit(root: Path = ROOT) -> str:
-    """HEAD's commit, with '-dirty' when tracked files differ from it (as the pipeline tags its runs);
-    'unknown' outside git (a copy of the working tree without .git)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
-
+    return commit_of(root)
 
 
 def cpu_model() -> str:

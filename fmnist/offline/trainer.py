@@ -11,7 +11,6 @@ import os
 import platform
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,15 +60,6 @@ def prepare_data(raw_dir: Path, work: Path, params: Params) -> TrainPaths:
     preprocess(work / "raw", work / "prepared", params.preprocess.classes)
     split(work / "prepared" / "train.npz", work / "split", params.split.val_fraction, params.split.seed)
     return TrainPaths(work / "split", work / "prepared", work / "model", work / "summary.json", work / "history.csv")
-
-
-def commit_of(root: Path) -> str:
-    """The code's commit: git's where there is one, else FMNIST_COMMIT (a copy of the tree sent without .git)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("FMNIST_COMMIT", "unknown")
 
 
 def environment_tags(device: torch.device) -> dict[str, str]:

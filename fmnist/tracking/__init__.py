@@ -12,7 +12,6 @@ import os
 import platform
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
+from fmnist.core.commit import git_commit
 from fmnist.core.errors import StoreError, Terminated
 from fmnist.core.runs import EpochRecord
 from fmnist.tracking.stale import process_tags
@@ -95,18 +95,6 @@ def _ensure_experiment(name: str) -> str:
     if "mlflow.experimentKind" not in experiment.tags:
         MlflowClient().set_experiment_tag(experiment.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
     return experiment.experiment_id
-
-
-def git_commit(root: str | Path = ".") -> str:
-    """HEAD's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
 
 
 def environment_tags(device: str | None = None) -> dict[str, str]:
