@@ -69,7 +69,7 @@ def test_a_recipe_may_extend_several_bases_the_later_winning():
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["recipes"]["cnn1"].update(extends="keras"),
      "recipes.cnn1.extends: unknown base 'keras'; recipe_bases has: cyclic_swa, cyclic_swa_small, fast, "
-     "gpu_onecycle, keras_adam"),
+     "gpu_onecycle, gpu_speed, keras_adam"),
     (lambda d: d["recipe_bases"]["cyclic_swa"].update(extends="cyclic_swa_small"),
      "recipe_bases.cyclic_swa.extends: a cycle of bases (cyclic_swa_small -> cyclic_swa -> cyclic_swa_small)"),
     (lambda d: d["recipe_bases"]["fast"].update(extends="fast"), "a cycle of bases (fast -> fast)"),

@@ -28,7 +28,7 @@ def test_bad_param_override_fails_before_any_work(tmp_path):
 def test_unknown_architecture_lists_known_ones(tmp_path):
     result = run_stage("train.py", "--arch", "vgg99", "--model-dir", str(tmp_path / "m"))
     assert result.returncode == 2
-    assert "recipes.vgg99: no recipe 'vgg99'; params.yaml has recipes: basic_cnn" in result.stderr
+    assert "recipes.vgg99: no recipe 'vgg99'; params.yaml has recipes: acc96, basic_cnn" in result.stderr
 
 
 def test_a_resolved_file_cannot_be_overridden_or_missing(tmp_path):
