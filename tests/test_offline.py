@@ -232,3 +232,12 @@ def test_the_prepared_speed_record_command_runs_on_the_cpu_and_its_records_impor
     child = next(r for r in runs if r.data.tags["mlflow.runName"] == "seed 42")
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id  # the import rewrote the parent's id
     assert parent.data.metrics["speedrun_n"] == 1 and child.data.metrics["speedrun_test_acc"] > 0.5
+
+
+def test_the_prepared_accuracy_command_runs_its_smoke_on_the_cpu(tmp_path):
+    """acc96 at full width is a GPU's work: the smoke runs the same command on WRN-28-1."""
+    out = _command("smoke", tmp_path / "out", GPU_PART="accuracy", GPU_SET="recipes.acc96.model.widen=1")
+    summary = (tmp_path / "out" / "summary-accuracy.md").read_text()
+    assert "gpu_command: accuracy smoke done" in out and "| acc96 | 42 | FINISHED |" in summary
+    with tarfile.open(tmp_path / "out" / "records-accuracy.tar.gz") as tar:  # its logits kept, for the ensemble
+        assert any(name.endswith("artifacts/evaluation/logits.npz") for name in tar.getnames())
