@@ -130,7 +130,8 @@ def run_part(params: Params, part: str, paths: TrainPaths, bundle: Bundle, optio
             report.results.append(skipped)
             _say(skipped)
             continue
-        need = training_tflop(run, n_train) / rate
+        tflop = training_tflop(run, n_train)  # builds the network once: counted, not trained
+        need = tflop / rate
         if time.perf_counter() - started + need > options.limit_seconds:
             log_line(f"{run.name}: left for another command (needs about {need:.0f} s at {rate:.1f} TFLOP/s; "
                      f"{options.limit_seconds - (time.perf_counter() - started):.0f} s left)")
@@ -141,7 +142,7 @@ def run_part(params: Params, part: str, paths: TrainPaths, bundle: Bundle, optio
         report.results.extend(results)
         finished = [r for r in results if r.status == "FINISHED"]
         if finished:
-            rate = max(training_tflop(run, n_train) * len(finished) / run.recipe.seeds
+            rate = max(tflop * len(finished) / run.recipe.seeds
                        / (time.perf_counter() - began), 1e-3)
             full_runs[run.name] = (run, finished)
     if options.probes and not options.smoke:

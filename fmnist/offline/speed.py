@@ -6,9 +6,7 @@ from __future__ import annotations
 from fmnist.core.config import RecipeRun, to_flat_dict
 from fmnist.offline.records import Bundle, RunRecord
 from fmnist.offline.trainer import STAGE_TAG, environment_tags
-from fmnist.training.speedrun import Attempt, SpeedResult
-
-GROUP_TAG = "fmnist.speedrun.group"  # as fmnist.workflows.speedrun names it (that module imports MLflow)
+from fmnist.training.speedrun import GROUP_TAG, Attempt, SpeedResult
 
 
 def record_attempt(bundle: Bundle, run: RecipeRun, attempt: Attempt, commit: str) -> str:

@@ -32,6 +32,8 @@ from fmnist.training.plan import RunPlan, plan_run
 from fmnist.training.runtime import Runtime, seed_everything
 from fmnist.training.steps import StepRules, evaluate, train_steps
 
+GROUP_TAG = "fmnist.speedrun.group"  # one attempt's parent and seed runs, in MLflow or in run records
+
 
 @dataclass
 class SpeedEpoch:

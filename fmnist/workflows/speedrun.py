@@ -18,14 +18,13 @@ from fmnist.core.config import RecipeRun, to_flat_dict
 from fmnist.core.io import file_sha256
 from fmnist.training.speedrun import (
     DATA_CHOICES,
+    GROUP_TAG,
     Attempt,
     SpeedResult,
     check_attempt,
     prepare_attempt,
     time_seeds,
 )
-
-GROUP_TAG = "fmnist.speedrun.group"
 
 
 def speed_record(run: RecipeRun, seeds: list[int], data: str = "all", root: Path = Path("."), log: bool = True,
