@@ -38,3 +38,11 @@ def raw_source(tmp_path):
             (src / f"{name}.gz").write_bytes(gzip.compress(content))
             hashes[name] = hashlib.sha256(content).hexdigest()
     return src, hashes
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """The real DAG, `dvc repro`, on a tiny budget: built once, shared by every end-to-end test file."""
+    from e2e_support import build_pipeline
+
+    return build_pipeline(tmp_path_factory)
