@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from fmnist.core.commit import git_commit
 from fmnist.core.errors import StoreError, Terminated
 from fmnist.core.runs import EpochRecord
+from fmnist.tracking import system
 from fmnist.tracking.stale import process_tags
 from fmnist.tracking.store import check_store, is_store_failure, schema_lock, sqlite_path, store_errors
 
@@ -129,12 +130,15 @@ def _parent_run_id() -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None,
-                root: str | Path = ".", resume_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+                root: str | Path = ".", resume_run_id: str | None = None,
+                system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
     """A run that ends FINISHED, FAILED on error, KILLED on Ctrl-C or SIGTERM: never left RUNNING by us;
     the host and pid it records let the next start find it if the process is killed outright.
-    `resume_run_id` reopens that run (back to RUNNING) instead of starting a new one."""
+    `resume_run_id` reopens that run (back to RUNNING) instead of starting a new one. `system_metrics`
+    (training runs) samples the machine into the run unless FMNIST_SYSTEM_METRICS says off (tracking/system.py)."""
+    log_system, system_tags = system.prepare() if system_metrics else (False, {})
     configure(root)
-    all_tags = {**(tags or {}), **process_tags()}
+    all_tags = {**(tags or {}), **system_tags, **process_tags()}
     parent = _parent_run_id()
     if parent:
         all_tags["mlflow.parentRunId"] = parent
@@ -142,10 +146,11 @@ def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, st
     try:
         experiment_id = ensure_experiment(experiment)
         if resume_run_id:
-            run = mlflow.start_run(run_id=resume_run_id)
+            run = mlflow.start_run(run_id=resume_run_id, log_system_metrics=log_system)
             mlflow.set_tags(all_tags)
         else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags)
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags,
+                                   log_system_metrics=log_system)
         yield run
     except (KeyboardInterrupt, Terminated):
         _end_active(RunStatus.KILLED)

@@ -40,7 +40,7 @@ def speed_record(run: RecipeRun, seeds: list[int], data: str = "all", root: Path
             **tracking.environment_tags(str(plan.device)), "arch": run.name, "network": run.recipe.network,
             "profile": run.profile, GROUP_TAG: f"{run.name}-{int(time.time())}"}
     with tracking.tracked_run(f"{run.experiment}-speedrun", run_name=f"speedrun {run.name}", tags=tags,
-                              root=root) as parent:
+                              root=root, system_metrics=True) as parent:
         attempt.parent_run_id = parent.info.run_id
         tracking.log_params({**{f"recipe.{k}": v for k, v in to_flat_dict(speed.recipe).items()}, "data": data,
                              "n_train": attempt.n_train, "seeds": ",".join(map(str, seeds)),

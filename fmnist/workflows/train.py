@@ -53,6 +53,7 @@ def train_architecture(run: RecipeRun, paths: TrainPaths, root: Path = Path(".")
     first = plans[0]
     check_writable(paths.model_dir / CHECKPOINT_FILE, paths.metrics_file, paths.history_file, staging_root=root)
     tracking.configure(root)  # the store: reachable and readable, before any work
+    tracking.system.sampling_interval()  # a bad FMNIST_SYSTEM_METRICS is said before any work
     resume = first.train.resume if resume is None else resume
     group = f"{arch}-{uuid.uuid4().hex[:12]}"
     with exclusive(paths.model_dir, root):
@@ -174,7 +175,7 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
     try:
         run_name = plan.arch if plan.seed == plan.train.seed else f"{plan.arch} seed {plan.seed}"
         with tracking.tracked_run(plan.experiment, run_name=run_name, tags=tags, root=root,
-                                  resume_run_id=saved.run_id if saved else None) as run:
+                                  resume_run_id=saved.run_id if saved else None, system_metrics=True) as run:
             run_id = run.info.run_id
             tracking.log_params(logged)
             if saved is not None:
