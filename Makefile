@@ -26,7 +26,7 @@ help:
 	@echo "make exps     every DVC experiment: the params that differ and the headline metrics (fmnist exps)"
 	@echo "make metrics  the headline metrics of the workspace (dvc metrics show --md metrics/summary.json)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
-	@echo "make lint     ruff (pyflakes, pycodestyle, import order, pyupgrade, bugbear) over the code and tests"
+	@echo "make lint     ruff (pyflakes, pycodestyle, import order, pyupgrade, bugbear) over the code and tests, hadolint over the Dockerfile"
 	@echo "make profiles the profiles params.yaml defines (make PROFILE runs any of them: make quick, make cpu, ...)"
 	@echo "make server   a tracking server for a team: PostgreSQL + mlflow server on 127.0.0.1:5000 (make server-stop)"
 	@echo "make ci-rehearsal  play the CI retraining workflow end to end here (docs/ci.md, docs/ci_rehearsal.md)"
@@ -112,6 +112,7 @@ test-fast: setup
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint Dockerfile
 
 # Our data path against the standard torchvision + DataLoader one, on this machine; run it on a quiet one.
 bench: venv
