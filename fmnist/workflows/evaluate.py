@@ -17,7 +17,7 @@ from fmnist.core.config import EvaluateConfig, TrainConfig
 from fmnist.core.errors import OutputError
 from fmnist.core.io import atomic_write_bytes, atomic_write_text, csv_text, dict_csv_text
 from fmnist.core.runs import POINTER_FILE, Evaluation, RunPointer, read_pointer, write_evaluation
-from fmnist.data.prepare import load_arrays, stratified_subset
+from fmnist.data.prepare import Arrays, load_arrays, stratified_subset
 from fmnist.reporting.figures import confusion_figure, misclassified_figure, save_figure
 from fmnist.tracking.store import store_errors
 from fmnist.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -76,6 +76,17 @@ def check_belongs(arch: str, pointer: RunPointer, run, ckpt: dict, model_dir: Pa
                           f"did not complete; {fix}")
 
 
+def evaluation_figures(arch: str, report: TestReport, test: Arrays, names: list[str], mistakes: int) -> tuple:
+    """The test confusion matrix and the `mistakes` most confident wrong predictions, as figures."""
+    confusion = confusion_figure(report.confusion, names, f"{arch}: test confusion matrix "
+                                 f"(accuracy {report.accuracy:.4f})")
+    wrong = report.misclassified(test.y, mistakes)
+    return confusion, misclassified_figure(test.x[wrong], [names[i] for i in test.y[wrong]],
+                                           [names[i] for i in report.predictions[wrong]],
+                                           report.probabilities[wrong, report.predictions[wrong]],
+                                           f"{arch}: most confident test mistakes")
+
+
 def evaluate_architecture(arch: str, train: TrainConfig, settings: EvaluateConfig, paths: EvalPaths,
                           root: Path = Path(".")) -> Evaluation:
     """Score the stage's model of recipe `arch` on the test set, on the device its training ran on."""
@@ -100,13 +111,9 @@ def evaluate_architecture(arch: str, train: TrainConfig, settings: EvaluateConfi
                             f1={_slug(r["class"]): r["f1"] for r in report.per_class})
     scratch = Path(tempfile.mkdtemp(prefix="fmnist-eval-"))  # figures join the outputs once the run has them
     confusion_png, misclassified_png = scratch / "confusion.png", scratch / "misclassified.png"
-    save_figure(confusion_figure(report.confusion, names, f"{arch}: test confusion matrix "
-                                 f"(accuracy {report.accuracy:.4f})"), confusion_png)
-    wrong = report.misclassified(test.y, settings.misclassified)
-    save_figure(misclassified_figure(test.x[wrong], [names[i] for i in test.y[wrong]],
-                                     [names[i] for i in report.predictions[wrong]],
-                                     report.probabilities[wrong, report.predictions[wrong]],
-                                     f"{arch}: most confident test mistakes"), misclassified_png)
+    confusion, mistakes = evaluation_figures(arch, report, test, names, settings.misclassified)
+    save_figure(confusion, confusion_png)
+    save_figure(mistakes, misclassified_png)
     per_class = _per_class_csv(report)
     with store_errors(mlflow.get_tracking_uri()):  # into the run first: a store failure leaves no new files
         tracking.log_to_finished_run(

@@ -65,6 +65,12 @@ def columns_of(history: list[EpochRecord]) -> dict[str, list]:
             if any(getattr(row, key) is not None for row in history)}
 
 
+def curve_notes(notes: dict[str, RunNote]) -> dict:
+    """learning_curves_figure's options: one-shot fits out of the loss panel, diverged runs named."""
+    return {"single_fits": [a for a, n in notes.items() if n.single_fit],
+            "diverged": {a: n.diverged.short() for a, n in notes.items() if n.diverged}}
+
+
 def _read_per_class(path: Path) -> dict[str, float]:
     with open(path, newline="") as fh:
         return {row["class"]: float(row["f1"]) for row in csv.DictReader(fh)}
@@ -76,9 +82,7 @@ def make_figures(inputs: ReportInputs, paths: ReportPaths, notes: dict[str, RunN
     `notes` leave one-shot fits out of the loss curves and keep diverged runs from setting their range."""
     figures = paths.out_dir / "figures"
     curves = {arch: columns_of(h) for arch, h in inputs.histories.items()}
-    notes = run_notes(inputs) if notes is None else notes
-    loss_notes = {"single_fits": [a for a, n in notes.items() if n.single_fit],
-                  "diverged": {a: n.diverged.short() for a, n in notes.items() if n.diverged}}
+    loss_notes = curve_notes(run_notes(inputs) if notes is None else notes)
     f1 = {arch: _read_per_class(paths.eval_figures_dir / arch / "per_class.csv") for arch in inputs.architectures}
     class_names = list(next(iter(f1.values()))) if f1 else []
     overview = [
