@@ -1,6 +1,7 @@
 """CI retraining: the plan (which train stages are out of date) and the champion gate."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,80 @@ def test_server_commands_without_a_server_say_how_to_start_one(tmp_path, capsys)
             main(["server", action, "--dir", str(tmp_path)])
         assert done.value.code == 2
         assert f"no server started from {tmp_path}; start one with: fmnist server start" in capsys.readouterr().err
+
+
+# -- each job's system packages, on a distribution that lacks some ---------------------------------------
+
+FAKE_APT = """#!/bin/bash
+echo "apt-get $*" >> "$FAKE_DIR/apt.log"
+[ "$1" = update ] && exit 0
+if [ "$2" = -s ]; then  # the dry run that asks the archive for a candidate
+    grep -qx "${@: -1}" "$FAKE_DIR/archive" && exit 0
+    echo "E: Unable to locate package ${@: -1}" >&2; exit 100
+fi
+shift 3; printf '%s\\n' "$@" >> "$FAKE_DIR/installed"
+"""
+FAKE_DPKG_QUERY = """#!/bin/bash
+grep -qx "${@: -1}" "$FAKE_DIR/installed" && { printf 'install ok installed'; exit 0; }
+echo "dpkg-query: no packages found matching ${@: -1}" >&2; exit 1
+"""
+ALL_PACKAGES = {"dataset-fashion-mnist", "chromium", "postgresql"}
+
+
+def setup_commands() -> dict[str, str]:
+    """Each job's `make setup ...` line of the workflow, and .ci/run's."""
+    import yaml
+
+    flow = yaml.safe_load(WORKFLOW.read_text())
+    lines = {name: next(s["run"] for s in job["steps"] if s.get("run", "").startswith("make setup"))
+             for name, job in flow["jobs"].items()}
+    assert "make setup\n" in (ROOT / ".ci" / "run").read_text()
+    return {**lines, ".ci/run": "make setup"}
+
+
+def system_deps(command: str, tmp_path: Path, archive: set[str]) -> tuple[subprocess.CompletedProcess, set, str]:
+    """The system-deps part of a setup line, on a machine with none of the packages, whose archive has only
+    `archive`: a PATH of the tools make needs and a fake apt-get and dpkg-query (the real ones are not touched)."""
+    fake = tmp_path / "bin"
+    fake.mkdir(parents=True)
+    for tool in ("make", "bash", "sh", "python3", "id", "sed", "grep", "env"):
+        (fake / tool).symlink_to(shutil.which(tool))
+    for name, script in (("apt-get", FAKE_APT), ("dpkg-query", FAKE_DPKG_QUERY)):
+        (fake / name).write_text(script)
+        (fake / name).chmod(0o755)
+    (tmp_path / "archive").write_text("".join(f"{p}\n" for p in archive))
+    (tmp_path / "installed").write_text("")
+    args = command.split()[2:]  # after `make setup`: the job's variables
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "system-deps", "SUDO=", *args], capture_output=True,
+                          text=True, env={"PATH": str(fake), "FAKE_DIR": str(tmp_path)}, timeout=60)
+    log = (tmp_path / "apt.log").read_text() if (tmp_path / "apt.log").exists() else ""
+    return done, set((tmp_path / "installed").read_text().split()), log
+
+
+@pytest.mark.parametrize("job, installs", [("plan", {"dataset-fashion-mnist"}), ("train", {"dataset-fashion-mnist"}),
+                                           ("report", set()), (".ci/run", ALL_PACKAGES)])
+def test_each_job_installs_only_what_it_needs(job, installs, tmp_path):
+    done, installed, log = system_deps(setup_commands()[job], tmp_path, archive=ALL_PACKAGES)
+    assert done.returncode == 0, done.stderr
+    assert installed == installs
+    assert ("apt-get" in log) == bool(installs)  # nothing missing that the job wants: apt is not even updated
+
+
+def test_on_ubuntu_the_ci_jobs_skip_chromium_and_a_missing_dataset_package_in_one_line(tmp_path):
+    for job in ("plan", "train", "report"):
+        done, installed, log = system_deps(setup_commands()[job], tmp_path / job, archive={"postgresql"})
+        assert done.returncode == 0 and installed == set() and "install -y" not in log, done.stderr
+        lines = (done.stdout + done.stderr).splitlines()
+        if job == "report":
+            assert lines == []
+        else:
+            assert len(lines) == 1 and "skipped dataset-fashion-mnist" in lines[0], lines
+            assert "download.mirrors" in lines[0]
+
+
+def test_a_needed_package_the_distribution_lacks_is_one_line_before_anything_is_installed(tmp_path):
+    done, installed, log = system_deps("make setup", tmp_path, archive={"dataset-fashion-mnist", "postgresql"})
+    assert done.returncode != 0 and installed == set() and "install -y" not in log
+    error = [line for line in done.stderr.splitlines() if line.startswith("system-deps:")]
+    assert len(error) == 1 and "chromium is needed here" in error[0], done.stderr
+    assert "snap install chromium" in error[0]

@@ -53,7 +53,7 @@ def pg_tool(name: str) -> str:
     found = shutil.which(name) or next((str(d / name) for d in PG_BIN_DIRS if (d / name).exists()), None)
     if found is None:
         raise ConfigError(f"PostgreSQL's {name} is not installed; install it with `apt-get install postgresql` "
-                          "(make setup-server does)")
+                          "(`make setup` does)")
     return found
 
 
