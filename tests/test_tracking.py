@@ -96,3 +96,13 @@ def test_base_tags_record_commit_stage_and_data_hashes(tmp_path):
     assert tags["git_commit"] == "unknown"  # tmp_path is not a git checkout
     env = tracking.environment_tags("cpu")
     assert env["device"] == "cpu" and env["torch_version"]
+
+
+def test_environment_tags_name_the_gpus_and_threads_the_process_was_given(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    env = tracking.environment_tags("cpu")
+    assert env["cuda_visible_devices"] == "1" and env["torch_threads"] == str(torch.get_num_threads())
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert tracking.environment_tags()["cuda_visible_devices"] == "(unset)"

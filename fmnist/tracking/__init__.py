@@ -107,6 +107,9 @@ def environment_tags(device: str | None = None) -> dict[str, str]:
         "python_version": platform.python_version(),
         "mlflow_version": mlflow.__version__,
         "platform": platform.platform(),
+        # Which GPUs this process was given (one per worker of a queue or a sweep) and its CPU threads.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
+        "torch_threads": str(torch.get_num_threads()),
     }
     if device is not None:
         tags["device"] = device
