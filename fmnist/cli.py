@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from fmnist import records_cli as record_commands
+from fmnist import sweep_cli as sweep_commands
 from fmnist.ci import commands as ci_commands
 from fmnist.core.config import ConfigError, ReportConfig, load_file, load_params
 from fmnist.core.entry import run_main, split_overrides
@@ -250,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     exps.add_argument("--input", type=Path, help="read this saved `dvc exp show --json` output instead of "
                                                  "running it")
     ci_commands.add_parsers(sub)
+    sweep_commands.add_parsers(sub)
     for p in (prof, profs, pipe, rec, train, speed, pred, tables):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
@@ -278,6 +280,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return ci_commands.ci(args)
     elif args.command == "server":
         return ci_commands.server(args)
+    elif args.command == "sweep":
+        return sweep_commands.dispatch(args)
     elif args.command == "exps":
         print(show_experiments(args.input, args.all_columns))
     elif args.command == "runs" and args.runs_command == "import":

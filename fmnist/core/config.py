@@ -95,6 +95,7 @@ class ParamsFile(Section):
     recipes: dict[str, dict[str, Any] | None] = {}
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    sweeps: dict[str, Any] = {}  # `fmnist sweep`'s searches, checked by fmnist/sweep/space.py; no stage reads it
 
     def resolve(self, profile: str | None = None) -> Params:
         """The params as `profile` (default: the file's `profile:`) runs them."""
@@ -117,7 +118,6 @@ class ParamsFile(Section):
                 raise ConfigError(f"{err} (as profile {name} resolves it; `fmnist recipe {recipe_name} --profile "
                                   f"{name}` prints the merged recipe)") from None
         return params
-
 
     def train_of(self, profile: str) -> TrainConfig:
         """`train:` with the profile's own train keys over it."""
