@@ -149,6 +149,35 @@ def test_loss_plot_leaves_out_single_fits_and_clips_to_runs_that_did_not_diverge
     assert save_figure(fig, tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+# ---------------------------------------------------------------------------- the leaderboard's picture
+
+
+def test_leaderboard_figure_marks_the_leader_the_seeds_spread_and_the_published_figures(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from fmnist.reporting.figures import OTHER_COLOR, REFERENCE_COLOR, WINNER_COLOR, leaderboard_figure, save_figure
+
+    rows = leaderboard([{"arch": "basic_cnn", "test_acc": 0.93, "n_seeds": 3, "test_acc_mean": 0.9286,
+                         "test_acc_std": 0.0021, "n_classes": 10},
+                        {"arch": "cnn4", "test_acc": 0.92, "n_classes": 10},  # a 5-class reference: not compared
+                        {"arch": "fastcnn", "test_acc": 0.90, "n_classes": 10}])  # no published figure
+    fig = leaderboard_figure(rows)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["basic_cnn", "cnn4", "fastcnn"]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # the leader on top
+    assert [to_hex(bar.get_facecolor()) for bar in ax.patches] == [WINNER_COLOR, OTHER_COLOR, OTHER_COLOR]
+    assert [bar.get_x() + bar.get_width() for bar in ax.patches] == pytest.approx([0.9286, 0.92, 0.90])
+    (bars,) = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars.lines[2][0].get_segments()) == 1  # only the row with several seeds has an error bar
+    diamonds = [line for line in ax.lines if line.get_marker() == "D" and len(line.get_xdata())]
+    assert [(line.get_xdata()[0], line.get_ydata()[0], to_hex(line.get_markerfacecolor())) for line in diamonds] == [
+        (0.9421, 0, REFERENCE_COLOR), (0.9028, 1, "#ffffff")]  # hollow: counted on 5 classes
+    labels = [t.get_text() for t in ax.texts]
+    assert labels[0] == "0.9286 ± 0.0021 (n=3)   published 94.21% [5]: -1.35 points"
+    assert labels[1:] == ["0.9200   published 90.28% [3]: not compared (5 classes)", "0.9000   no published figure"]
+    assert save_figure(fig, tmp_path / "board.png").read_bytes()[:4] == b"\x89PNG"
+
+
 # ---------------------------------------------------------------------------- seeds: test accuracy over seeds
 
 import pytest  # noqa: E402
@@ -276,6 +305,6 @@ def test_converged_or_cut_reads_the_early_stop_and_the_diminishing_returns_point
 
     assert stopping_cell("sklearn", True) == "single fit"
     assert stopping_cell("network", True) == "converged"  # patience ran out inside the budget
-    assert stopping_cell("network", False, 9, 15) == "converged (diminishing returns at epoch 9 of 15)"
+    assert stopping_cell("network", False, 9, 15) == "converged at 9/15"  # its diminishing-returns point
     assert stopping_cell("network", False, 4, 4) == "cut by the budget"  # still gaining at the last epoch
     assert stopping_cell("network", False, None, 4) == "cut by the budget"

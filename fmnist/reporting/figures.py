@@ -1,4 +1,4 @@
-"""Plots people look at: confusion matrices, misclassified examples, learning curves."""
+"""Plots people look at: the leaderboard, confusion matrices, misclassified examples, learning curves."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from fmnist.core.io import atomic_write_bytes  # noqa: E402
 from fmnist.reporting.notes import divergence_limit  # noqa: E402
+from fmnist.reporting.references import reference_for, source_label  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
@@ -185,4 +186,74 @@ def unit_weights_figure(weights: np.ndarray, epochs: np.ndarray, units: np.ndarr
             if c == 0:
                 ax.set_ylabel(f"unit {int(unit)}", fontsize=8)
     fig.suptitle(f"{arch}: incoming weights of first-layer units (red positive, blue negative)")
+    return fig
+
+
+WINNER_COLOR, OTHER_COLOR, REFERENCE_COLOR = "#1f77b4", "#b9cde5", "#d62728"
+
+
+def board_accuracy(row: dict) -> tuple[float | None, float | None]:
+    """The accuracy a leaderboard row is drawn at, the mean over seeds (the evaluated model's when no seed
+    scored the test set), and the error bar: the seeds' std, only where there are several seeds."""
+    mean = row.get("test_acc_mean") if row.get("test_acc_mean") is not None else row.get("test_acc")
+    several = (row.get("n_seeds") or 0) > 1 and row.get("test_acc_std") is not None
+    return mean, row["test_acc_std"] if several else None
+
+
+def _board_label(row: dict, mean: float | None, std: float | None) -> str:
+    """What the figure prints right of each bar: ours, the published figure and the difference."""
+    ours = "no test accuracy" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f} (n={row['n_seeds']})" if std else "")
+    ref = reference_for(row["arch"])
+    if ref is None:
+        return f"{ours}   no published figure"
+    diff = row.get("difference") or ""
+    diff = f"{diff} points" if diff and not diff.startswith("n/a") else f"not compared ({ref.classes} classes)"
+    return f"{ours}   published {ref.published} {source_label(ref.source)}: {diff}"
+
+
+def _axis_limits(values: list[float]) -> tuple[float, float]:
+    """The accuracy axis: from a round 0.05 under the lowest value drawn to one over the highest, so close
+    accuracies stay apart."""
+    if not values:
+        return 0.0, 1.0
+    return max(0.0, np.floor((min(values) - 0.02) * 20) / 20), min(1.0, np.ceil((max(values) + 0.01) * 20) / 20)
+
+
+def leaderboard_figure(rows: list[dict]) -> plt.Figure:
+    """The leaderboard as a picture, in its order (best first, on top): each architecture's test accuracy
+    (mean over seeds, with the seeds' std as an error bar where there are several), the published
+    reference beside it (a diamond: filled where the setting counts as many classes as the run, hollow
+    where no difference is shown), the leader in a strong colour, the numbers printed right of the axes."""
+    drawn = [(row, *board_accuracy(row)) for row in rows]
+    refs = [reference_for(row["arch"]) for row in rows]
+    values = [m for _, m, _ in drawn if m is not None] + [r.accuracy for r in refs if r is not None]
+    start, end = _axis_limits(values)
+    fig, ax = plt.subplots(figsize=(11, max(2.0, 0.22 * len(rows) + 1.0)))
+    y = np.arange(len(rows))
+    means = [start if m is None else m for _, m, _ in drawn]
+    ax.barh(y, [m - start for m in means], left=start, height=0.7,
+            color=[WINNER_COLOR if i == 0 else OTHER_COLOR for i in range(len(rows))])
+    spread = [(i, m, s) for i, (_, m, s) in enumerate(drawn) if s]  # one seed has no error bar
+    if spread:
+        at, mean, std = zip(*spread)
+        ax.errorbar(mean, at, xerr=std, fmt="none", ecolor="#333", capsize=3, elinewidth=1)
+    for i, (row, ref) in enumerate(zip(rows, refs)):
+        if ref is not None:
+            compared = not (row.get("difference") or "").startswith("n/a")
+            ax.plot(ref.accuracy, i, "D", color=REFERENCE_COLOR, markersize=6,
+                    markerfacecolor=REFERENCE_COLOR if compared else "white")
+        ax.text(1.01, i, _board_label(*drawn[i]), transform=ax.get_yaxis_transform(), va="center", fontsize=8.5,
+                fontweight="bold" if i == 0 else "normal")
+    ax.set_yticks(y, [row["arch"] for row in rows])
+    for i, label in enumerate(ax.get_yticklabels()):
+        label.set_fontweight("bold" if i == 0 else "normal")
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # the leader on top
+    ax.set_xlim(start, end)
+    ax.set_xlabel(f"test accuracy (the axis starts at {start:.2f})" if start > 0 else "test accuracy")
+    ax.grid(axis="x", alpha=0.3)
+    ax.plot([], [], "D", color=REFERENCE_COLOR, label="published figure")
+    ax.plot([], [], "D", color=REFERENCE_COLOR, markerfacecolor="white",
+            label="published on another number of classes (not compared)")
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
+    fig.tight_layout()
     return fig

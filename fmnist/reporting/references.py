@@ -12,7 +12,8 @@ The write-ups (see the reference projects' README):
 Not from them: the scikit-learn figures, from the dataset authors' published benchmark table (source
 "Fashion-MNIST benchmark (Zalando)"); fastcnn, fast92/93/94, cpu94 and gpu94 are our own recipes (none).
 A difference is shown only where the reference's number of classes equals the run's (the classes the run
-was evaluated on); anything else is marked instead.
+was evaluated on); anything else is marked instead. The report's leaderboard shows each source by a short
+label ([1] to [5] for the write-ups in file order, Zalando) and cites it in full under the table (SOURCES).
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ class Reference:
     data: str  # training data, split and test set
 
     def setting(self) -> str:
+        return f"{self.model}; {self.conditions()}"
+
+    def conditions(self) -> str:
+        """The setting less the network's name: what several figures of one write-up can share."""
         epochs = (f"{self.epochs} epochs" if self.epochs[0].isdigit()
                   else self.epochs if self.epochs == "one fit" else f"epochs {self.epochs}")
-        return f"{self.model}; {self.classes} classes; {epochs}; {self.data}"
+        return f"{self.classes} classes; {epochs}; {self.data}"
 
 
 _FULL = "60,000 train / 10,000 test"
@@ -72,15 +77,38 @@ REFERENCES: dict[str, Reference] = {r.arch: r for r in (
                                ("sk_logreg", 0.842, "LogisticRegression"))),
 )}
 
+
+
+@dataclass(frozen=True)
+class Source:
+    label: str  # the leaderboard's short cell
+    citation: str  # the note under the leaderboard
+
+
+# Labels [1]-[5] follow the write-ups' file order (000-004), so a label means the same in every report.
+SOURCES: dict[str, Source] = {
+    _000: Source("[1]", f"`{_000}`, \"QSTP2018: Image Recognition with Deep Learning on Fashion MNIST Dataset\" "
+                        "(a 5-conv CNN in PyTorch)"),
+    _001: Source("[2]", f"`{_001}`, \"Training Fashion-MNIST dataset with ResNet-50\" (Keras, from scratch)"),
+    _002: Source("[3]", f"`{_002}`, \"Q2 - Classification: Convolutional Neural Networks\" (Keras CNNs with 1, "
+                        "3, 4 conv layers and ResNet-50 transfer, on 5 classes)"),
+    _003: Source("[4]", f"`{_003}`, \"MNIST Fashion dataset Classification\" (a PyTorch MLP)"),
+    _004: Source("[5]", f"`{_004}`, \"Experiments on Fashion Mnist\" (eight networks with a cyclic LR and SWA)"),
+    _ZALANDO: Source("Zalando", "the Fashion-MNIST benchmark table of the dataset's authors (Zalando Research, "
+                                "the zalandoresearch/fashion-mnist README): scikit-learn classifiers"),
+}
+
 NONE = "none"
-REFERENCE_COLUMNS = ["reference", "source", "setting", "difference"]
+REFERENCE_COLUMNS = ["reference", "source", "setting", "difference"]  # leaderboard.csv, tables.json
 REFERENCE_HEADERS = ["reference", "source", "reference setting", "difference (points)"]
 REFERENCE_NOTE = (
-    "**reference**: the test accuracy published for the same architecture by the reference project named "
-    "in **source** (a file of the reference projects), measured in **reference setting**. **difference**: "
-    "our mean test accuracy over seeds minus the reference, in percentage points; shown only where the "
-    "reference has as many classes as our run was evaluated on (else `n/a` says why). Epochs, splits and "
-    "test set sizes still differ: compare with the setting, our epochs run and test images in view.")
+    "**published**: the test accuracy published for the same architecture, with its source's label: a "
+    "reference project's write-up ([1] to [5]) or the dataset authors' benchmark table (Zalando), each cited "
+    "under the table with the setting its figures were measured in; `none` for our own recipes. "
+    "**difference**: our mean test accuracy over seeds minus the published figure, in percentage points; "
+    "shown only where the setting has as many classes as our run was evaluated on (else `n/a` with the "
+    "setting's classes). Epochs, splits and test set sizes still differ: compare with the setting, our "
+    "epochs run and test images in view.")
 
 
 def reference_for(arch: str) -> Reference | None:
@@ -105,3 +133,40 @@ def difference(ref: Reference, ours: float | None, run_classes: int | None) -> s
     if run_classes != ref.classes:
         return f"n/a: {ref.classes}-class reference, {run_classes}-class run"
     return f"{(ours - ref.accuracy) * 100:+.2f}"
+
+
+def published_cell(reference: str | None, source: str | None) -> str:
+    """The leaderboard's short reference cell: `94.61% [1]`, `0.897 Zalando`, or `none`."""
+    if not reference or reference == NONE:
+        return NONE
+    return f"{reference} {source_label(source or '')}".strip()
+
+
+def difference_cell(arch: str, difference: str | None) -> str:
+    """The leaderboard's short difference cell: the points, or `n/a (5 classes)` for a setting with another
+    number of classes (the long reason stays in leaderboard.csv and tables.json)."""
+    ref = reference_for(arch)
+    if not difference or not difference.startswith("n/a") or ref is None:
+        return difference or ""
+    return "n/a (run's classes unknown)" if "unknown" in difference else f"n/a ({ref.classes} classes)"
+
+
+def source_label(source: str) -> str:
+    """The short cell for a reference's source: `[1]`, `Zalando`; an unknown source as it is."""
+    return SOURCES[source].label if source in SOURCES else source
+
+
+def source_notes(archs: list[str]) -> list[str]:
+    """The full citation of each source the leaderboard's `archs` cite, in label order, with the setting
+    each of those architectures' published figure was measured in."""
+    cited: dict[str, dict[str, list[Reference]]] = {}  # source -> conditions -> the figures measured so
+    for ref in filter(None, map(reference_for, archs)):
+        cited.setdefault(ref.source, {}).setdefault(ref.conditions(), []).append(ref)
+    order = list(SOURCES)
+    notes = []
+    for source in sorted(cited, key=lambda s: order.index(s) if s in order else len(order)):
+        settings = " ".join(", ".join(f"`{r.arch}` {r.published} ({r.model})" for r in refs) + f": {conditions}."
+                            for conditions, refs in cited[source].items())
+        citation = SOURCES[source].citation if source in SOURCES else source
+        notes.append(f"**{source_label(source)}** {citation}. {settings}")
+    return notes

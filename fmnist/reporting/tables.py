@@ -12,7 +12,14 @@ from fmnist.core.runs import LEADERBOARD_COLUMNS as RUN_COLUMNS
 from fmnist.core.runs import EpochRecord, RunSummary, StopRule
 from fmnist.core.seeds import SeedSpread
 from fmnist.core.stopping import early_stopping_point, mode_for
-from fmnist.reporting.references import REFERENCE_COLUMNS, REFERENCE_HEADERS, REFERENCE_NOTE, compare
+from fmnist.reporting.references import (
+    REFERENCE_COLUMNS,
+    REFERENCE_HEADERS,
+    REFERENCE_NOTE,
+    compare,
+    difference_cell,
+    published_cell,
+)
 
 DIMINISHING_RULE = ("the first epoch whose validation accuracy is within {points:g} percentage points "
                     "of the best validation accuracy of the run (later epochs added less than that)")
@@ -73,16 +80,47 @@ _HEADERS = {"arch": "architecture", "kind": "kind", "num_params": "parameters", 
             "train_seconds": "train time (s)", "run_id": "MLflow run",
             **dict(zip(REFERENCE_COLUMNS, REFERENCE_HEADERS))}
 LEADERBOARD_HEADERS = [_HEADERS.get(col, col) for col in LEADERBOARD_COLUMNS]
+# What the report's leaderboard shows (board_cells): one line a row on a laptop screen; the reference's
+# setting goes under the table, the full run id into each architecture's section.
+BOARD_COLUMNS = ["arch", "num_params", "epochs_run", "converged", "best_epoch", "best_val_acc", "test_acc",
+                 SEEDS_COLUMN, "n_test", "train_seconds", "published", "difference", "run"]
+BOARD_HEADERS = [{"published": "published", "run": "MLflow run", SEEDS_COLUMN: "test acc over seeds"}.get(col)
+                 or _HEADERS[col] for col in BOARD_COLUMNS]
+RUN_ID_SHOWN = 8  # characters of the MLflow run id
+
+
+def count_cell(count: int | None) -> str:
+    """A parameter count in three figures: `7.85 k`, `235 k`, `21.3 M`."""
+    if count is None:
+        return ""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return str(count)
+
+
+def board_cells(row: dict) -> dict:
+    """A leaderboard row as the report shows it: the parameters in three figures, the published figure with
+    its source's short label, a short `n/a`, the run id's first characters (leaderboard.csv and tables.json
+    keep the long forms)."""
+    return {**row, "num_params": count_cell(row.get("num_params")),
+            "published": published_cell(row.get("reference"), row.get("source")),
+            "difference": difference_cell(row["arch"], row.get("difference")),
+            "run": (row.get("run_id") or "")[:RUN_ID_SHOWN]}
+
+
 LEADERBOARD_NOTE = (
     "**converged or cut**: converged when the run's early-stopping point (patience run out on validation) "
-    "came inside its budget, or its diminishing-returns point (see the epoch tables) came before its last "
-    "epoch, so the last epochs added less than the tolerance; cut when the budget ended first. "
+    "came inside its budget; converged at N/M when its diminishing-returns point, epoch N (see the epoch "
+    "tables), came before its last epoch M, so the last epochs added less than the tolerance; cut when the "
+    "budget ended first. "
     "**test acc (evaluated)**: the stage's model (its first seed) "
     "scored by the evaluate stage, in fp32. **test acc over seeds**: the mean and sample standard deviation of "
     "the test accuracy of each seed's kept model, scored while training (under the run's precision, e.g. bf16 "
     "autocast, so the first seed's figure can differ from the evaluated one in the last digits), over the n "
     "seeds the train stage ran (a record without seeds counts as the evaluated model alone, n=1). "
-    + REFERENCE_NOTE)
+    + REFERENCE_NOTE + f" **MLflow run**: the run id's first {RUN_ID_SHOWN} characters; the full id is in the "
+    "architecture's section below, in `leaderboard.csv` and in `tables.json`.")
 
 
 def spread_entry(spread: SeedSpread | None) -> dict:
@@ -112,7 +150,7 @@ def stopping_cell(kind: str | None, converged: bool | str | None, diminishing_ep
     if converged:
         return "converged"
     if diminishing_epoch is not None and epochs_run is not None and diminishing_epoch < epochs_run:
-        return f"converged (diminishing returns at epoch {diminishing_epoch} of {epochs_run})"
+        return f"converged at {diminishing_epoch}/{epochs_run}"  # its diminishing-returns point, of the epochs run
     return "cut by the budget"
 
 

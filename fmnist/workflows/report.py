@@ -20,6 +20,7 @@ from fmnist.core.io import atomic_write_text, dict_csv_text, write_json
 from fmnist.core.runs import EPOCH_COLUMNS, EpochRecord
 from fmnist.reporting.figures import (
     accuracy_vs_time_figure,
+    leaderboard_figure,
     learning_curves_figure,
     per_class_f1_figure,
     save_figure,
@@ -29,7 +30,7 @@ from fmnist.reporting.gate import CHAMPION, LEFT_BEHIND, WEIGHTS_TAG, Contender,
 from fmnist.reporting.notes import RunNote, run_notes
 from fmnist.reporting.render import Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html, to_markdown
 from fmnist.reporting.sources import from_outputs
-from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, build_tables
+from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, ReportTables, build_tables
 
 log = logging.getLogger("fmnist")
 
@@ -110,6 +111,12 @@ def make_figures(inputs: ReportInputs, paths: ReportPaths, notes: dict[str, RunN
                                 save_figure(fig, figures / f"{arch}_unit_weights.png")))
         per_arch[arch] = images
     return overview, per_arch
+
+
+def leaderboard_image(tables: ReportTables, paths: ReportPaths) -> Image:
+    return Image("Test accuracy per architecture, best first (mean over seeds, the error bar their standard "
+                 "deviation where there are several); the diamonds are the published figures",
+                 save_figure(leaderboard_figure(tables.leaderboard), paths.out_dir / "figures" / "leaderboard.png"))
 
 
 def report_tag(report_run_id: str) -> str:
@@ -232,6 +239,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
     tables, notes = build_tables(inputs), run_notes(inputs)
     log.info("report: %d architectures; drawing the figures", len(inputs.architectures))
     overview, per_arch = make_figures(inputs, paths, notes)
+    board_image = leaderboard_image(tables, paths)
     log.info("report: logging the report run and registering the champion")
     tags = tracking.base_tags("report", root=root)
     tags.update({"profile": settings.profile, "fmnist.training_runs": ",".join(run_ids.values())})
@@ -244,7 +252,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
                  f"`{report_run_id}`. Every number below was measured by the training runs listed in the "
                  "leaderboard; in the MLflow UI, search "
                  f"`{report_filter(report_run_id)}` to select exactly those runs."),
-            *leaderboard_blocks(tables, notes),
+            *leaderboard_blocks(tables, notes, board_image),
             Heading("Learning curves and per-class results"), *overview,
             *epoch_table_blocks(tables, per_arch, notes),
         ]
