@@ -60,12 +60,15 @@ class EpochRecord:
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
                  "epoch_seconds", "cumulative_seconds", "test_seconds")
 EPOCH_METRICS = EPOCH_COLUMNS[1:]
+# Columns every history has, empty where a recipe has no value (an SVC's losses): dvc.yaml's plots draw them from
+# each file of metrics/history, and DVC refuses a file that lacks one. An empty cell draws nothing (no zero).
+PLOTTED_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def history_csv(history: list[EpochRecord]) -> str:
-    """The columns that any row has, in EPOCH_COLUMNS order; a missing value is an empty cell."""
+    """PLOTTED_COLUMNS and the columns that any row has, in EPOCH_COLUMNS order; a missing value is an empty cell."""
     rows = [r.row() for r in history]
-    columns = [c for c in EPOCH_COLUMNS if any(c in row for row in rows)]
+    columns = [c for c in EPOCH_COLUMNS if c in PLOTTED_COLUMNS or any(c in row for row in rows)]
     return csv_text(columns, ([row.get(c) for c in columns] for row in rows))
 
 
