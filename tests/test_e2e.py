@@ -124,19 +124,22 @@ def test_html_report_renders_in_a_real_browser(pipeline, tmp_path):
     assert "src=\"http" not in page and "href=\"http" not in page  # self-contained
     probe = ("<script>window.addEventListener('load', () => document.body.setAttribute('data-check', "
              "JSON.stringify({tables: document.querySelectorAll('table').length, "
+             "width: document.documentElement.scrollWidth, "
              "rows: document.querySelectorAll('tbody tr').length, "
              "images: [...document.images].map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])"
              "})));</script>")
     probed = tmp_path / "probe.html"
     probed.write_text(page.replace("</body>", probe + "</body>"))
-    dom = browser("--virtual-time-budget=5000", "--dump-dom", probed.as_uri(), profile=tmp_path / "chrome")
+    dom = browser("--window-size=1400,900", "--virtual-time-budget=5000", "--dump-dom", probed.as_uri(),
+                  profile=tmp_path / "chrome")
     match = re.search(r'data-check="([^"]*)"', dom)
     assert match, dom[:500]
     check = json.loads(html.unescape(match.group(1)))
     assert check["tables"] == 4  # leaderboard + one epoch table per architecture
     assert check["rows"] == 3 + 2 + 1 + 1  # 3 leaderboard rows, mlp 2 epochs, cnn4 1 epoch, sk_logreg 1 fit
-    # 4 overview figures, confusion + mistakes per architecture, the MLP's unit weights
-    assert len(check["images"]) == 4 + 2 * 3 + 1
+    # the leaderboard's picture, 4 overview figures, confusion + mistakes per architecture, the MLP's unit weights
+    assert len(check["images"]) == 1 + 4 + 2 * 3 + 1
+    assert check["width"] <= 1400  # a laptop's window: no horizontal scroll
     assert all(complete and natural > 0 and shown > 0 for complete, natural, shown in check["images"])
     browser("--window-size=1200,2400", f"--screenshot={tmp_path / 'report.png'}", probed.as_uri(),
             profile=tmp_path / "chrome")
