@@ -25,6 +25,7 @@ help:
 	@echo "make gpu-import DIR=... PART=...  what a GPU command sent back, into results/gpu/PART and MLflow"
 	@echo "make exps     every DVC experiment: the params that differ and the headline metrics (fmnist exps)"
 	@echo "make metrics  the headline metrics of the workspace (dvc metrics show --md metrics/summary.json)"
+	@echo "make notebook the walkthrough notebook run on the store, executed copy in reports/walkthrough.ipynb (docs/notebook.md)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
 	@echo "make lint     ruff (pyflakes, pycodestyle, import order, pyupgrade, bugbear) over the code and tests, hadolint over the Dockerfile"
 	@echo "make profiles the profiles params.yaml defines (make PROFILE runs any of them: make quick, make cpu, ...)"
@@ -103,6 +104,14 @@ exps: venv
 # The headline metrics (per architecture test/val accuracy, epochs, time; the champion) of the workspace.
 metrics: venv
 	$(VENV)/bin/dvc metrics show --md metrics/summary.json
+
+# notebooks/walkthrough.py run top to bottom on the profile's experiment in the store (MLFLOW_TRACKING_URI and
+# FMNIST_EXPERIMENT choose others); the executed copy, outputs and all, stays out of git in reports/.
+.PHONY: notebook
+notebook: venv
+	mkdir -p reports
+	$(VENV)/bin/jupytext --to ipynb --quiet --output reports/walkthrough.ipynb notebooks/walkthrough.py
+	$(VENV)/bin/jupyter-execute --inplace reports/walkthrough.ipynb
 
 test: setup
 	$(PY) -m pytest -q
