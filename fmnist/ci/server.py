@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from fmnist.core.errors import ConfigError, FmnistError
@@ -123,33 +123,91 @@ def _wait_for(url: str, proc: subprocess.Popen, seconds: float, log_file: Path) 
 
 def start(directory: Path, host: str = "127.0.0.1", port: int = 5000, pg_port: int = 5433,
           workers: int = 2) -> Server:
+    """Start both processes; for a server already started from `directory`, start again whichever of the two
+    died (with the ports it recorded), and refuse only when both are up."""
     directory = directory.resolve()
     if (directory / STATE).is_file():
-        raise ConfigError(f"a server from {directory} is already running ({status(directory).tracking_uri}); "
-                          f"stop it first: fmnist server stop --dir {directory}")
+        return restart_dead(status(directory), workers)
     for p in (port, pg_port):
         if _port_in_use(p):
             raise ConfigError(f"port {p} is in use; pick another with --port / --pg-port")
     directory.mkdir(parents=True, exist_ok=True)
     start_postgres(directory / "pgdata", pg_port)
-    server = Server(str(directory), host, port, pg_port, 0)
+    try:
+        server = _start_mlflow(Server(str(directory), host, port, pg_port, 0), workers)
+    except FmnistError:
+        stop_postgres(directory / "pgdata")
+        raise
+    log.info("tracking server at %s (PostgreSQL on 127.0.0.1:%d, artifacts in %s)", server.tracking_uri, pg_port,
+             directory / "artifacts")
+    return server
+
+
+def restart_dead(server: Server, workers: int = 2) -> Server:
+    pgdata = Path(server.dir) / "pgdata"
+    pg_up, mlflow_up = postgres_running(pgdata), mlflow_running(server)
+    if pg_up and mlflow_up:
+        raise ConfigError(f"a server from {server.dir} is already running ({server.tracking_uri}); "
+                          f"stop it first: fmnist server stop --dir {server.dir}")
+    if not pg_up:
+        log.info("PostgreSQL of %s was down: starting it again on 127.0.0.1:%d", server.tracking_uri, server.pg_port)
+        start_postgres(pgdata, server.pg_port)
+    if not mlflow_up:
+        log.info("the MLflow server %s was down: starting it again", server.tracking_uri)
+        if _is_mlflow_group(server.pid):  # what is left of it (a worker that outlived its parent, a hung server)
+            _kill_group(server.pid)
+        server = _start_mlflow(server, workers)
+    log.info("tracking server at %s again", server.tracking_uri)
+    return server
+
+
+def postgres_running(pgdata: Path) -> bool:
+    if not (pgdata / "PG_VERSION").is_file():
+        return False
+    return subprocess.run(_as_postgres([pg_tool("pg_ctl"), "-D", str(pgdata), "status"]),
+                          capture_output=True).returncode == 0
+
+
+def mlflow_running(server: Server) -> bool:
+    """Its process group exists and it answers; a process that no longer answers counts as dead."""
+    try:
+        os.killpg(server.pid, 0)
+        with urllib.request.urlopen(f"{server.tracking_uri}/health", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:  # no such process group, refused, timed out
+        return False
+
+
+def _is_mlflow_group(pgid: int) -> bool:
+    """The recorded process group still holds an MLflow process (and not someone else's that took its number)."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and "mlflow" in " ".join(proc.info["cmdline"] or []):
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
+def _start_mlflow(server: Server, workers: int) -> Server:
+    """Start `mlflow server` for `server`'s folder and ports, wait until it answers, record its process group."""
+    directory = Path(server.dir)
     log_file = directory / "mlflow.log"
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", server.backend_uri,
            "--artifacts-destination", str(directory / "artifacts"), "--serve-artifacts",
-           "--host", host, "--port", str(port), "--workers", str(workers)]
+           "--host", server.host, "--port", str(server.port), "--workers", str(workers)]
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **QUIET})
-    server = Server(str(directory), host, port, pg_port, proc.pid)
+    server = replace(server, pid=proc.pid)
     try:
         _wait_for(f"{server.tracking_uri}/health", proc, 120, log_file)
     except FmnistError:
         _kill_group(proc.pid)
-        stop_postgres(directory / "pgdata")
         raise
     (directory / STATE).write_text(json.dumps(asdict(server)))
-    log.info("tracking server at %s (PostgreSQL on 127.0.0.1:%d, artifacts in %s)", server.tracking_uri, pg_port,
-             directory / "artifacts")
     return server
 
 

@@ -26,6 +26,7 @@ from fmnist.core.commit import git_commit
 from fmnist.core.errors import StoreError, Terminated
 from fmnist.core.runs import EpochRecord
 from fmnist.tracking import system
+from fmnist.tracking.journal import OutageTooLong, quick_calls
 from fmnist.tracking.stale import process_tags
 from fmnist.tracking.store import check_store, is_store_failure, schema_lock, sqlite_path, store_errors
 
@@ -165,6 +166,9 @@ def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, st
         raise StoreError(f"the tracking store {mlflow.get_tracking_uri()} failed during the run "
                          f"({str(err).splitlines()[0][:200]}); check its disk and that it is reachable, then run "
                          "again (it resumes)") from err
+    except OutageTooLong:
+        _end_active(RunStatus.FAILED, say_failure=False)  # its one line says what becomes of the run
+        raise
     except BaseException:
         _end_active(RunStatus.FAILED)
         raise
@@ -174,13 +178,16 @@ def tracked_run(experiment: str, run_name: str | None = None, tags: dict[str, st
         signal.signal(signal.SIGTERM, previous)
 
 
-def _end_active(status: int) -> None:
+def _end_active(status: int, say_failure: bool = True) -> None:
     if mlflow.active_run() is not None:
         try:
-            mlflow.end_run(RunStatus.to_string(status))
+            # On the way out after an error, a store that does not answer gets seconds, not minutes of retries.
+            with contextlib.nullcontext() if status == RunStatus.FINISHED else quick_calls():
+                mlflow.end_run(RunStatus.to_string(status))
         except MlflowException:  # the store itself failed: `fmnist runs --close` closes the run later
-            logging.getLogger("fmnist").warning("could not mark the MLflow run %s in the store",
-                                                RunStatus.to_string(status))
+            if say_failure:
+                logging.getLogger("fmnist").warning("could not mark the MLflow run %s in the store",
+                                                    RunStatus.to_string(status))
 
 
 def existing_run(client: MlflowClient, run_id: str, recorded_in: str | Path) -> Run:

@@ -29,6 +29,7 @@ from fmnist.core.runs import (
 )
 from fmnist.core.seeds import PRIMARY_TAG, SEED_GROUP_TAG, SeedSpread
 from fmnist.models.wrapper import pixels_to_input
+from fmnist.tracking.journal import Journal, JournaledRunLog, OutagePolicy, journal_path, send_left_over
 from fmnist.tracking.stale import close_run, gone_reason, is_stale, stale_runs
 from fmnist.tracking.store import store_errors
 from fmnist.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
@@ -53,6 +54,7 @@ def train_architecture(run: RecipeRun, paths: TrainPaths, root: Path = Path(".")
     first = plans[0]
     check_writable(paths.model_dir / CHECKPOINT_FILE, paths.metrics_file, paths.history_file, staging_root=root)
     tracking.configure(root)  # the store: reachable and readable, before any work
+    OutagePolicy.from_env()  # FMNIST_OUTAGE_LIMIT_S, FMNIST_OUTAGE_PROBE_S checked before any work too
     tracking.system.sampling_interval()  # a bad FMNIST_SYSTEM_METRICS is said before any work
     resume = first.train.resume if resume is None else resume
     group = f"{arch}-{uuid.uuid4().hex[:12]}"
@@ -165,7 +167,9 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
                  seeds: SeedOutputs | None = None, key: tuple[dict, dict, dict] | None = None) -> RunSummary:
     logged, data_hashes, key = key or _run_key(plan, data, paths)
     state_file = state_path(root, paths.model_dir)
+    journal = Journal(journal_path(state_file))
     with store_errors(mlflow.get_tracking_uri()):
+        send_left_over(journal)  # what an earlier start logged while the server was away, before anything new
         saved = _saved_state(plan, key, state_file, resume, MlflowClient(), plan.experiment)
     tags = tracking.base_tags(f"train@{plan.arch}", data_hashes, root)
     tags.update(tracking.environment_tags(str(plan.device)))
@@ -186,11 +190,14 @@ def run_training(plan: RunPlan, data: FitData, paths: TrainPaths, root: Path = P
                 resumable = Resumable(
                     {"fitter": saved.fitter, "extra": saved.extra} if saved else None,
                     lambda fitter, extra: writer.submit(save_state, state_file, key, run_id, fitter, extra))
-                trained = plan.trainer.fit(plan, data, tracking.ActiveRunLog(), staged, resumable)
+                run_log = JournaledRunLog(run_id, journal, OutagePolicy.from_env())
+                trained = plan.trainer.fit(plan, data, run_log, staged, resumable)
+            run_log.drain()  # the outputs below need the server: wait for it (up to the outage limit)
             write_outputs(plan, data, trained, paths, staged, run_id, seeds)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     clear_state(state_file)
+    journal.clear()
     return trained.summary
 
 
