@@ -153,4 +153,5 @@ def test_tables_says_which_experiment_it_read_and_carries_the_notes(params_copy,
     assert done.value.code == 0 and asked == ["fmnist-quick"]
     assert out.startswith(f"Tables of report run r1 in experiment 'fmnist-quick' (from the quick profile in "
                           f"{params_copy})")
-    assert "| SWA 3-5 | 0.3613 |" in out and "DIVERGED: val loss 4.6e+10" in out and "**single fit**" in out
+    assert "| SWA 3-5 | 0.3613 |" in out and "| DIVERGED |" in out and "**single fit**" in out
+    assert "**Diverged runs**: `resnet50` (val loss 4.6e+10 at epoch 3)" in out
