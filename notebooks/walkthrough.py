@@ -64,6 +64,7 @@ from mlflow import MlflowClient
 from PIL import Image as PILImage
 
 from fmnist import tracking
+from fmnist.core.runs import EVAL_PREFIX
 from fmnist.data.prepare import load_arrays, stratified_subset
 from fmnist.predict import class_names_of, predict_files, read_image
 from fmnist.reporting.figures import accuracy_vs_time_figure, learning_curves_figure
@@ -160,7 +161,7 @@ model.eval()
 names = class_names_of(model)
 test = stratified_subset(load_arrays(TEST_DATA), TEST_IMAGES, seed=0)
 report = score_predictions(pixel_logits(model, test.x), test.y, names)
-logged = champion_run.data.metrics.get("final_test_acc")
+logged = champion_run.data.metrics.get(f"{EVAL_PREFIX}test_acc")
 print(f"{champion_arch}: accuracy {report.accuracy:.4f} on {len(test)} test images of {TEST_DATA}"
       + (f" (the evaluate stage logged {logged:.4f})" if logged is not None else ""))
 confusion, mistakes = evaluation_figures(champion_arch, report, test, names, MISTAKES)
