@@ -172,8 +172,8 @@ def test_the_journal_keeps_order_acknowledgements_and_survives_a_torn_line(tmp_p
 def test_a_failed_send_costs_seconds_and_counts_as_an_outage(tmp_path, caplog):
     import time
 
-    client = MlflowClient(f"http://127.0.0.1:{srv.free_port()}")  # nothing listens there
-    log = JournaledRunLog("0" * 32, Journal(tmp_path / "j"), OutagePolicy(limit_s=600, probe_s=60), client)
+    nowhere = f"http://127.0.0.1:{srv.free_port()}"  # nothing listens there
+    log = JournaledRunLog("0" * 32, Journal(tmp_path / "j"), OutagePolicy(limit_s=600, probe_s=60), nowhere)
     budget_before = {name: os.environ.get(name) for name in journal_module.SHORT_BUDGET}
     began = time.monotonic()
     with caplog.at_level(logging.WARNING):

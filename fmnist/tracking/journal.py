@@ -229,12 +229,12 @@ class JournaledRunLog:
     """The `RunLog` of a training whose tracking server may be down for a while: every call is journaled on
     disk, then sent with a short retry budget; while the server is down the training goes on."""
 
-    def __init__(self, run_id: str, journal: Journal, policy: OutagePolicy | None = None,
-                 client: MlflowClient | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, run_id: str, journal: Journal, policy: OutagePolicy | None = None, uri: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.run_id, self.journal = run_id, journal
         self.policy = policy or OutagePolicy.from_env()
-        self.client = client or MlflowClient()
-        self.uri = mlflow.get_tracking_uri()
+        self.uri = uri or mlflow.get_tracking_uri()
+        self.client = MlflowClient(self.uri)
         self.clock = clock
         self.down_since: float | None = None
         self.next_probe = 0.0
