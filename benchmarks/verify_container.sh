@@ -2,7 +2,8 @@
 # Builds the Dockerfile without a Docker daemon or a registry, then runs `make quick` in the image with its
 # volumes bind-mounted (docs/container.md records a run). Needs root and Debian's archive (debootstrap, buildah).
 #
-#   sudo benchmarks/verify_container.sh [all|base|build|check|quick]     (default: all)
+#   sudo benchmarks/verify_container.sh [all|base|build|check|quick|ui]     (default: all)
+#   sudo TINY=1 KEEP_VOLUMES=1 benchmarks/verify_container.sh quick        (three recipes; the last run's volumes)
 #
 # - base:  python:3.11-slim-bookworm cannot be pulled here, so a stand-in under that name is made from a
 #          debootstrapped bookworm with Debian's python3 (3.11.2, not the image's own 3.11 build in /usr/local).
@@ -10,7 +11,9 @@
 #          clone of the repository at REV.
 # - check: the user, torch and its CUDA, the commit the runs will record, the default command.
 # - quick: `make quick` in the image, the data, MLflow store and cache on folders mounted at the volumes' paths.
-# Everything lives under WORK (default /var/tmp/fmnist-container, about 15 GB), never in the working tree.
+# - ui:    `mlflow ui` in another container on the MLflow folder alone; the runs and the report read through it.
+# Everything lives under WORK (default /var/tmp/fmnist-container: 7.4 GB after a build, more during one), never
+# in the working tree.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -107,34 +110,76 @@ check() {
         du -sh .venv .venv/lib/python3.11/site-packages/nvidia; dvc cache dir; dvc version | head -3'
 }
 
+# TINY=1: three recipes on the end-to-end tests' budgets (tests/e2e_support.py) instead of all 22, for a machine
+# too busy for the whole quick profile; every stage still runs. KEEP_VOLUMES=1: the last run's volumes stay, so
+# DVC's run cache on the cache volume can restore the data stages.
+TINY_PARAMS='import yaml
+params = yaml.safe_load(open("params.yaml"))
+params["train_recipes"] = ["mlp", "cnn4", "sk_logreg"]
+budgets = {"mlp": {"epochs": 2, "train_subset": 3000}, "cnn4": {"epochs": 1, "train_subset": 500, "eval_subset": 400},
+           "sk_logreg": {"train_subset": 1000, "model": {"max_iter": 30}}}
+for name, budget in budgets.items():
+    params["recipes"][name]["budgets"]["quick"] = budget
+yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)'
+
 quick() {
-    local vol=$WORK/volumes
-    rm -rf "$vol" && mkdir -p "$vol/data" "$vol/mlflow" "$vol/cache"
+    local vol=$WORK/volumes command="make quick"
+    [ "${KEEP_VOLUMES:-0}" = 1 ] || rm -rf "$vol"
+    mkdir -p "$vol/data" "$vol/mlflow" "$vol/cache"
     chown -R 1000:1000 "$vol"
-    step "make quick in the image, volumes in $vol"
+    [ "${TINY:-0}" = 1 ] && command="python -c '$TINY_PARAMS' && make quick"
+    step "${TINY:+TINY=$TINY }make quick in the image, volumes in $vol"
     (while sleep 60; do echo "load $(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)"; done) &
-    local sampler=$!
-    local status=0
+    local sampler=$! status=0
     time run_in -v "$vol/data:/work/fmnist/data" -v "$vol/mlflow:/work/mlflow" -v "$vol/cache:/work/cache" \
-        -- make quick || status=$?
+        -- bash -c "$command" || status=$?
     kill "$sampler"
     step "make quick exited $status; what the volumes hold"
-    du -sh "$vol"/*/ "$vol"/mlflow/*
-    ls "$vol/data" "$vol/mlflow/mlartifacts" "$vol/cache/dvc/files/md5" | head -20
+    du -sh "$vol"/*/ || true
+    find "$vol" -maxdepth 3 -not -path "*/dvc/files/*" | sort
     python3 - "$vol/mlflow/mlflow.db" <<'EOF'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
-rows = db.execute("select e.name, r.status, count(*) from runs r join experiments e using (experiment_id) "
-                  "group by 1, 2").fetchall()
-print("MLflow runs (experiment, status, count):", rows)
+rows = db.execute("select e.name, r.name, r.status from runs r join experiments e using (experiment_id) "
+                  "order by r.start_time").fetchall()
+print("MLflow runs (experiment, run, status):", *rows, sep="\n  ")
+print("registered models:", db.execute("select name, version from model_versions").fetchall())
 EOF
     return $status
+}
+
+# The MLflow UI in a second container, on the MLflow volume alone: the runs, and the report the last make quick
+# logged, read back through the UI's own endpoints (as `docker run -p 5000:5000 ... mlflow ui --host 0.0.0.0`).
+UI_PROBE='import json, sys, time, urllib.request
+base = "http://127.0.0.1:" + sys.argv[1]
+def get(path, data=None):
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(request, timeout=10).read()
+for _ in range(120):
+    try:
+        get("/health"); break
+    except OSError:
+        time.sleep(1)
+experiments = json.loads(get("/ajax-api/2.0/mlflow/experiments/search?max_results=50"))["experiments"]
+print("experiments:", [e["name"] for e in experiments])
+quick = next(e for e in experiments if e["name"] == "fmnist-quick")
+query = {"experiment_ids": [quick["experiment_id"]], "filter": "tags.mlflow.runName = \"report\"", "max_results": 1}
+run = json.loads(get("/ajax-api/2.0/mlflow/runs/search", json.dumps(query).encode()))["runs"][0]
+html = get("/get-artifact?path=report/report.html&run_uuid=" + run["info"]["run_id"])
+print("report run", run["info"]["run_id"], "report.html", len(html), "bytes, starts", html[:15])'
+
+ui() {
+    local port=${UI_PORT:-5391}
+    step "mlflow ui in the image on the MLflow volume, port $port"
+    run_in -v "$WORK/volumes/mlflow:/work/mlflow" -- bash -c "mlflow ui --backend-store-uri \"\$MLFLOW_TRACKING_URI\" \
+        --host 127.0.0.1 --port $port >/tmp/ui.log 2>&1 & server=\$!; python -c '$UI_PROBE' $port; status=\$?
+        kill \$server; exit \$status"
 }
 
 need_tools
 mkdir -p "$WORK"
 case ${1:-all} in
-    base) base ;; build) build ;; check) check ;; quick) quick ;;
-    all) base; build; check; quick ;;
-    *) echo "verify_container.sh: unknown step '$1'; use all, base, build, check or quick"; exit 2 ;;
+    base) base ;; build) build ;; check) check ;; quick) quick ;; ui) ui ;;
+    all) base; build; check; quick; ui ;;
+    *) echo "verify_container.sh: unknown step '$1'; use all, base, build, check, quick or ui"; exit 2 ;;
 esac
