@@ -16,13 +16,14 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     PATH=/work/fmnist/.venv/bin:$PATH
 
 # make runs every command, git names each run's commit, Debian's dataset-fashion-mnist is the offline source of the
-# four official files. Chromium and PostgreSQL (the tests, the team server) stay out: SYSTEM_NEED above is all
-# that `make setup` asks of the system here.
+# four official files, g++ builds the kernels of torch.compile (a recipe's `compile: true`: inductor's C++, Triton's
+# launchers). Chromium and PostgreSQL (the tests, the team server) stay out: SYSTEM_NEED above is all that
+# `make setup` asks of the system here.
 # Not pinned (DL3008): bookworm is a stable release that changes a package only for a security fix, and that
 # fix removes the pinned version from the mirror, which would break every build.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make git dataset-fashion-mnist \
+ && apt-get install -y --no-install-recommends make git g++ dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/*
 
 # The volumes' mount points exist and belong to the user, so named volumes start out writable by it.

@@ -9,7 +9,7 @@
 #          debootstrapped bookworm with Debian's python3 (3.11.2, not the image's own 3.11 build in /usr/local).
 # - build: `buildah bud` of the Dockerfile (its own parser, every instruction, RUN steps in a chroot) on a clean
 #          clone of the repository at REV.
-# - check: the user, torch and its CUDA, the commit the runs will record, the default command.
+# - check: the user, torch and its CUDA, the commit the runs will record, the default command, torch.compile.
 # - quick: `make quick` in the image, the data, MLflow store and cache on folders mounted at the volumes' paths.
 # - ui:    `mlflow ui` in another container on the MLflow folder alone; the runs and the report read through it.
 # Everything lives under WORK (default /var/tmp/fmnist-container: 7.4 GB after a build, more during one), never
@@ -107,7 +107,9 @@ check() {
     run_in -- bash -c 'id; python --version; python -c "import sys, torch; print(sys.executable, torch.__version__, \
 \"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version(), \"available\", torch.cuda.is_available())"
         echo "commit $(git rev-parse HEAD) dirty: [$(git status --porcelain --untracked-files=no)]"
-        du -sh .venv .venv/lib/python3.11/site-packages/nvidia; dvc cache dir; dvc version | head -3'
+        du -sh .venv; dvc cache dir; dvc version | head -3
+        python -c "import torch; f = torch.compile(lambda x: (x.sin() + 1).relu()); print(\"torch.compile on the CPU:\", \
+f(torch.zeros(8)).sum().item())"'
 }
 
 # TINY=1: three recipes on the end-to-end tests' budgets (tests/e2e_support.py) instead of all 22, for a machine
