@@ -181,24 +181,16 @@ for _name in ("urllib3.connectionpool", "mlflow.system_metrics.system_metrics_mo
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
+def quick_calls() -> Iterator[None]:
+    """MLflow calls made inside get the short retry budget and keep their retry warnings to themselves."""
+    saved = {name: os.environ.get(name) for name in SHORT_BUDGET}
+    os.environ.update(SHORT_BUDGET)
     _QUIET.holds += 1
     try:
         yield
     finally:
         _QUIET.holds -= 1
-
-
-@contextlib.contextmanager
-def quick_calls() -> Iterator[None]:
-    """MLflow calls made inside get the short retry budget and keep their retry warnings to themselves."""
-    saved = {name: os.environ.get(name) for name in SHORT_BUDGET}
-    os.environ.update(SHORT_BUDGET)
-    try:
-        with quiet():
-            yield
-    finally:
-        for name, value in saved.items():
+        for name, value in saved.items():  # only these: MLflow changes others meanwhile (end_run unsets its run id)
             if value is None:
                 os.environ.pop(name, None)
             else:
