@@ -164,3 +164,8 @@ def test_write_back_changes_only_the_recipes_budgets_and_keeps_every_comment(tmp
     was, now = yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(params.read_text())
     del now["recipes"]["mlp"]["budgets"]["cpu"], was["recipes"]["mlp"]["budgets"]["cpu"]
     assert now == was
+
+
+def test_the_mlflow_database_is_refused_as_a_study_storage(project, capsys):
+    assert fmnist("sweep", "create", "tiny", "--storage", f"sqlite:///{project / 'mlflow.db'}") == 2
+    assert "holds MLflow's tables" in capsys.readouterr().err

@@ -47,15 +47,16 @@ def suggest(trial: optuna.Trial, space: dict[str, Dimension]) -> dict[str, objec
 
 
 class TrialLog(tracking.ActiveRunLog):
-    """The run's per-epoch metrics, and each epoch's validation accuracy reported to the trial (the pruner's)."""
+    """The run's per-epoch metrics, and each epoch's validation accuracy reported to the trial (the pruner's). The
+    last epoch is never pruned: the training is done, so the trial counts as complete."""
 
-    def __init__(self, trial: optuna.Trial, prune: bool):
-        self.trial, self.prune = trial, prune
+    def __init__(self, trial: optuna.Trial, prune: bool, epochs: int):
+        self.trial, self.prune, self.epochs = trial, prune, epochs
 
     def epoch(self, record) -> None:
         super().epoch(record)
         self.trial.report(record.val_acc, record.epoch)
-        if self.prune and self.trial.should_prune():
+        if self.prune and record.epoch < self.epochs and self.trial.should_prune():
             raise optuna.TrialPruned(f"epoch {record.epoch}: best validation accuracy below the median of the "
                                      "complete trials at this epoch")
 
@@ -88,9 +89,10 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", active.info.run_id)
             sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
             tracking.log_params({**plan.logged_params(sizes), **{f"sweep.{k}": v for k, v in trial.params.items()}})
+            report = TrialLog(trial, spec.kind == "search", plan.recipe.epochs)
             with tempfile.TemporaryDirectory(prefix="fmnist-trial-") as scratch:
                 try:
-                    trained = plan.trainer.fit(plan, data, TrialLog(trial, spec.kind == "search"), Path(scratch))
+                    trained = plan.trainer.fit(plan, data, report, Path(scratch))
                 except optuna.TrialPruned as stop:
                     pruned = stop
             mlflow.set_tag(STATE_TAG, "PRUNED" if pruned else "COMPLETE")
