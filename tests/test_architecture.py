@@ -24,7 +24,7 @@ TORCH_FREE = ["fmnist.core.config", "fmnist.core.runs", "fmnist.core.entry", "fm
               "fmnist.core.stopping", "fmnist.reporting.gate", "fmnist.models", "fmnist.models.registry",
               "fmnist.reporting.tables",
               "fmnist.reporting.sources", "fmnist.reporting.render", "fmnist.reporting.figures",
-              "fmnist.workflows.report"]
+              "fmnist.workflows.report", "fmnist.sweep.space"]
 
 
 def run_without_torch(code: str) -> subprocess.CompletedProcess:
@@ -77,6 +77,7 @@ FORBIDDEN = {
     "offline": ("fmnist.tracking", "fmnist.importing", "fmnist.cli", "fmnist.ci", "fmnist.workflows.train",
                 "fmnist.workflows.evaluate", "fmnist.workflows.report"),
     "importing": ("fmnist.cli", "fmnist.ci", "fmnist.workflows"),
+    "sweep": ("fmnist.cli", "fmnist.ci", "fmnist.params_edit", "fmnist.reporting"),
 }
 
 
