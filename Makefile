@@ -10,7 +10,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := true
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick cpu full run profiles exps metrics test test-fast lint lock bench server server-stop ci-rehearsal lint-workflow gpu-carry gpu-plan gpu-import
+.PHONY: help setup system-deps venv quick cpu full run profiles exps metrics ui test test-fast lint lock bench server server-stop ci-rehearsal lint-workflow gpu-carry gpu-plan gpu-import
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
@@ -26,6 +26,7 @@ help:
 	@echo "make exps     every DVC experiment: the params that differ and the headline metrics (fmnist exps)"
 	@echo "make metrics  the headline metrics of the workspace (dvc metrics show --md metrics/summary.json)"
 	@echo "make notebook the walkthrough notebook run on the store, executed copy in reports/walkthrough.ipynb (docs/notebook.md)"
+	@echo "make ui       mlflow ui on the store, opened on the training runs by test accuracy and their curves (PORT=5001)"
 	@echo "make test     the test suite (unit tests and one end-to-end dvc repro on a tiny budget)"
 	@echo "make lint     ruff (pyflakes, pycodestyle, import order, pyupgrade, bugbear) over the code and tests, hadolint over the Dockerfile"
 	@echo "make profiles the profiles params.yaml defines (make PROFILE runs any of them: make quick, make cpu, ...)"
@@ -100,6 +101,10 @@ gpu-import: venv
 # architecture its test accuracy and training time (`fmnist exps --all-columns` keeps every column).
 exps: venv
 	$(PY) -m fmnist.cli exps
+
+# MLflow's UI on the store (or the tracking server of MLFLOW_TRACKING_URI), opened on the profile's training runs.
+ui: venv
+	$(PY) -m fmnist.cli ui $(if $(PORT),--port $(PORT))
 
 # The headline metrics (per architecture test/val accuracy, epochs, time; the champion) of the workspace.
 metrics: venv

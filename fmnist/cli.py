@@ -204,6 +204,21 @@ def predict(images: list[str], model_uri: str | None, params_file: Path, allow_u
     return 1 if errors else 0
 
 
+def open_ui(experiment: str | None, params_file: Path, port: int) -> int:
+    """`mlflow ui` on the store (or the tracking server's own URL), opened on the profile's training runs."""
+    from fmnist import tracking
+    from fmnist.workflows.ui import open_ui as open_training_view
+
+    name, _ = tables_experiment(experiment, params_file)
+    return open_training_view(name, tracking.configure(must_exist=True), port=port)
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535, e.g. 5001")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fmnist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,9 +265,14 @@ def main(argv: list[str] | None = None) -> None:
     exps.add_argument("--all-columns", action="store_true", help="every param and metric column")
     exps.add_argument("--input", type=Path, help="read this saved `dvc exp show --json` output instead of "
                                                  "running it")
+    ui = sub.add_parser("ui", help="mlflow ui on the store, opened on the training runs by test accuracy and "
+                                   "their validation curves (the tracking server's URL when MLFLOW_TRACKING_URI "
+                                   "names one)")
+    ui.add_argument("--experiment", help="experiment name (default: the experiment of the profile in --params)")
+    ui.add_argument("--port", type=port_number, default=5000, help="port on 127.0.0.1 (default: 5000)")
     ci_commands.add_parsers(sub)
     sweep_commands.add_parsers(sub)
-    for p in (prof, profs, pipe, rec, train, speed, pred, tables):
+    for p in (prof, profs, pipe, rec, train, speed, pred, tables, ui):
         p.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
     run_main(lambda: _dispatch(args))
@@ -282,6 +302,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return ci_commands.server(args)
     elif args.command == "sweep":
         return sweep_commands.dispatch(args)
+    elif args.command == "ui":
+        return open_ui(args.experiment, args.params, args.port)
     elif args.command == "exps":
         print(show_experiments(args.input, args.all_columns))
     elif args.command == "runs" and args.runs_command == "import":
