@@ -66,7 +66,9 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
     trust_host_ca "$rootfs"
-    chroot "$rootfs" apt-get clean
+    # The official image has Python's headers (/usr/local/include/python3.11), which torch.compile's C++ needs.
+    chroot "$rootfs" bash -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends libpython3.11-dev \
+        >/dev/null && apt-get clean'
     step "stand-in base image $BASE"
     tar -C "$rootfs" --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -cf "$WORK/rootfs.tar" .
     local ctr
