@@ -165,6 +165,7 @@ def load(name: str, url: str, with_heartbeat: bool = True) -> tuple[optuna.Study
                           "NAME") from None
     spec = Spec.of(study)
     if with_heartbeat:
+        storage.engine.dispose()  # one engine per process: its pool is the worker's whole share of connections
         study = optuna.load_study(study_name=name, storage=open_storage(url, spec.heartbeat_s, spec.tracking_uri),
                                   pruner=study.pruner)
     return study, spec
