@@ -169,3 +169,73 @@ def test_write_back_changes_only_the_recipes_budgets_and_keeps_every_comment(tmp
 def test_the_mlflow_database_is_refused_as_a_study_storage(project, capsys):
     assert fmnist("sweep", "create", "tiny", "--storage", f"sqlite:///{project / 'mlflow.db'}") == 2
     assert "holds MLflow's tables" in capsys.readouterr().err
+
+
+def test_a_trial_failed_by_another_worker_while_it_runs_here_stays_failed_and_the_worker_goes_on(tmp_path):
+    """Another worker's heartbeat rule fails the trial in the middle (this worker was frozen, or the database was away
+    longer than the grace period): noticed at the next report or at the end, the trial stays failed (its retry is
+    the other worker's) and this worker goes on."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from fmnist.sweep.worker import run_trial
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage)
+
+    class FailedElsewhere:
+        def __init__(self, reports: bool):
+            self.reports, self.taken = reports, []
+
+        def __call__(self, trial) -> float:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            if self.reports:
+                trial.report(0.5, 1)
+            return 0.9
+
+        def taken_over(self, number: int) -> None:
+            self.taken.append(number)
+
+    for reports in (True, False):
+        objective = FailedElsewhere(reports)
+        run_trial(study, objective, 60)
+        assert objective.taken == [study.trials[-1].number]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_the_heartbeat_and_a_trials_reports_go_on_through_a_database_outage(monkeypatch):
+    """A dropped connection (PostgreSQL restarted) fails two writes; the heartbeat beats again afterwards (Optuna's
+    own thread ended at the first failure, and the live trial then looked dead), and a report is tried again."""
+    from types import SimpleNamespace
+
+    import optuna
+    import sqlalchemy.exc
+
+    from fmnist.sweep import worker
+
+    monkeypatch.setattr(worker, "RETRY_S", 0.01)
+    monkeypatch.setattr(worker, "STORE_OUTAGE_S", 5)  # a broken retry fails here, not after 5 minutes
+
+    class Flaky:
+        def __init__(self):
+            self.calls, self.done = 0, []
+
+        def __call__(self, trial_id: int) -> int:
+            self.calls += 1
+            if self.calls <= 2:
+                dropped = sqlalchemy.exc.OperationalError("select", {}, Exception("server closed the connection"))
+                raise optuna.exceptions.StorageInternalError("commit failed") from dropped
+            self.done.append(trial_id)
+            return trial_id
+
+    beats = Flaky()
+    with worker.Heartbeat(SimpleNamespace(_storage=SimpleNamespace(record_heartbeat=beats)),
+                          SimpleNamespace(_trial_id=7, number=3), 0.01):
+        deadline = time.monotonic() + 10
+        while len(beats.done) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert beats.done[:2] == [7, 7]
+    report = Flaky()
+    assert worker.through_outage(lambda: report(5), "a report") == 5 and report.calls == 3
+    with pytest.raises(ValueError):
+        worker.through_outage(lambda: int("x"), "not the database")

@@ -8,14 +8,19 @@ Pinned by its launcher: --gpu sets CUDA_VISIBLE_DEVICES before CUDA starts, --th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import optuna
+from optuna.trial import TrialState
 
 from fmnist import tracking
 from fmnist.core.errors import ConfigError, DataError
@@ -27,7 +32,9 @@ from fmnist.workflows.fit_data import TrainPaths
 
 log = logging.getLogger("fmnist")
 STATE_TAG = "fmnist.sweep.state"  # COMPLETE or PRUNED (the run itself ends FINISHED either way)
-STORE_OUTAGE_S = 300  # how long a worker waits for the study's database to come back between trials
+STORE_OUTAGE_S = 300  # how long a worker waits for the study's database to come back
+RETRY_S = 2.0  # between tries of a write to the study's database while it is away
+T = TypeVar("T")
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Dimension]) -> dict[str, object]:
@@ -55,8 +62,8 @@ class TrialLog(tracking.ActiveRunLog):
 
     def epoch(self, record) -> None:
         super().epoch(record)
-        self.trial.report(record.val_acc, record.epoch)
-        if self.prune and record.epoch < self.epochs and self.trial.should_prune():
+        through_outage(lambda: self.trial.report(record.val_acc, record.epoch), f"trial {self.trial.number}'s report")
+        if self.prune and record.epoch < self.epochs and through_outage(self.trial.should_prune, "the pruner"):
             raise optuna.TrialPruned(f"epoch {record.epoch}: best validation accuracy below the median of the "
                                      "complete trials at this epoch")
 
@@ -64,6 +71,20 @@ class TrialLog(tracking.ActiveRunLog):
 class Objective:
     def __init__(self, spec: studies.Spec, paths: TrainPaths, root: Path, study_name: str):
         self.spec, self.paths, self.root, self.study_name = spec, paths, root, study_name
+        self.run_ids: dict[int, str] = {}  # trial number -> its MLflow run, as started here
+
+    def taken_over(self, number: int) -> None:
+        """Another worker failed this trial while it ran here (its retry runs there): the run says so."""
+        from fmnist.tracking.stale import END_REASON_TAG
+
+        log.warning("sweep %s: trial %d was failed by the heartbeat rule while it ran here (a frozen process or a "
+                    "long database outage); its retry runs elsewhere and this result is dropped", self.study_name,
+                    number)
+        if number in self.run_ids:
+            client = mlflow.MlflowClient()
+            client.set_tag(self.run_ids[number], STATE_TAG, "FAIL")
+            client.set_tag(self.run_ids[number], END_REASON_TAG, f"sweep trial {number} was failed by the heartbeat "
+                           "rule while it ran; retried as another trial")
 
     def __call__(self, trial: optuna.Trial) -> float:
         from fmnist.training.plan import plan_run
@@ -86,7 +107,8 @@ class Objective:
         pruned = None
         with tracking.tracked_run(spec.experiment, run_name=f"{self.study_name} #{trial.number}", tags=tags,
                                   root=self.root) as active:
-            trial.set_user_attr("mlflow_run_id", active.info.run_id)
+            self.run_ids[trial.number] = active.info.run_id
+            through_outage(lambda: trial.set_user_attr("mlflow_run_id", active.info.run_id), "the trial's run id")
             sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
             tracking.log_params({**plan.logged_params(sizes), **{f"sweep.{k}": v for k, v in trial.params.items()}})
             report = TrialLog(trial, spec.kind == "search", plan.recipe.epochs)
@@ -140,7 +162,8 @@ def run_worker(name: str, url: str, paths: TrainPaths, root: Path = Path("."), t
                 studies.reconcile(study, spec)
                 time.sleep(spec.heartbeat_s)
                 continue
-            study.optimize(objective, n_trials=1, catch=(ConfigError,))
+            studies.reconcile(study, spec)  # dead trials failed (and retried) before a new one is asked for
+            run_trial(study, objective, spec.heartbeat_s)
             ran, outage_since = ran + 1, None
         except Exception as err:  # noqa: BLE001 (only the storage's own failures are waited out)
             if not _storage_failure(err):
@@ -148,19 +171,96 @@ def run_worker(name: str, url: str, paths: TrainPaths, root: Path = Path("."), t
             outage_since = outage_since or time.monotonic()
             if time.monotonic() - outage_since > STORE_OUTAGE_S:
                 raise
-            log.warning("sweep %s: the study's database failed (%s); retrying in 5 s", name,
-                        str(err).splitlines()[0][:120])
+            log.warning("sweep %s: the study's database failed (%s); retrying in 5 s", name, _reason(err))
             time.sleep(5)
     return ran
+
+
+def run_trial(study: optuna.Study, objective: Objective, heartbeat_s: float) -> None:
+    """One trial as `study.optimize` runs it, but with a heartbeat that outlives a database restart and told with
+    skip_if_finished: a trial that another worker failed meanwhile (its heartbeat looked stopped: a frozen process,
+    an outage longer than the grace period) stays failed, its retry runs there, and this worker goes on."""
+    trial = study.ask()
+    with Heartbeat(study, trial, heartbeat_s):
+        value, state = None, TrialState.FAIL
+        try:
+            value, state = objective(trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except optuna.exceptions.UpdateFinishedTrialError:
+            objective.taken_over(trial.number)
+            return
+        except ConfigError as err:  # keys the recipe refuses: this trial fails, the sweep goes on
+            log.warning("sweep %s: trial %d failed: %s", study.study_name, trial.number, err)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        told = through_outage(lambda: study.tell(trial, value, state=state, skip_if_finished=True), "the trial's end")
+    if told.state != state:
+        objective.taken_over(trial.number)
+
+
+class Heartbeat:
+    """The trial's heartbeat, written by a thread while it runs. Optuna's own (inside `study.optimize`) ends at the
+    first write that fails, so after a database restart a live trial looked dead, and was failed and run again."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
+        # No public way: Optuna runs a trial's heartbeat only inside study.optimize.
+        self.storage, self.trial_id = study._storage, trial._trial_id  # noqa: SLF001
+        self.interval, self.stopped = interval, threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat of trial {trial.number}", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+                wait = self.interval
+            except Exception as err:  # noqa: BLE001
+                if not _storage_failure(err):
+                    raise
+                wait = min(RETRY_S, self.interval)  # beat again as soon as the database is back
+            if self.stopped.wait(wait):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=60)  # a write stuck on a vanished server must not hold the worker
+
+
+def through_outage(call: Callable[[], T], what: str) -> T:
+    """`call`, tried again every RETRY_S seconds while the study's database is away (up to STORE_OUTAGE_S), so that a
+    restart in the middle of a trial costs a pause, not the trial."""
+    since = time.monotonic()
+    while True:
+        try:
+            return call()
+        except Exception as err:
+            if not _storage_failure(err) or time.monotonic() - since > STORE_OUTAGE_S:
+                raise
+            log.warning("sweep: %s: the study's database failed (%s); retrying in %g s", what, _reason(err), RETRY_S)
+            time.sleep(RETRY_S)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
 
 
 def _storage_failure(err: BaseException) -> bool:
     import sqlalchemy.exc
 
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                             optuna.exceptions.StorageInternalError)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                              optuna.exceptions.StorageInternalError)) for e in _chain(err))
+
+
+def _reason(err: BaseException) -> str:
+    """The driver's own message (Optuna's wrapper only guesses at invalid data)."""
+    return str(_chain(err)[-1]).strip().splitlines()[0][:160]
