@@ -100,6 +100,9 @@ def test_the_printed_link_opens_the_training_runs_sorted_by_test_accuracy(pipeli
     accuracies = [runs[run_id].data.metrics["final_test_acc"] for run_id in shown]
     assert accuracies == sorted(accuracies, reverse=True)
     assert "Model training" in dom and "Overview" not in dom  # MLflow's model-training pages, not GenAI's
+    repo = pipeline[0]  # the report names the same views, where `make ui` serves them
+    report = (repo / "reports" / "report.md").read_text()
+    assert all(re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:5000", link) in report for link in links.values())
     browser("--virtual-time-budget=20000", "--window-size=1900,1000", f"--screenshot={tmp_path / 'ui.png'}",
             links["validation accuracy against epoch and training time"], profile=tmp_path / "chrome")
     assert (tmp_path / "ui.png").read_bytes()[:4] == b"\x89PNG"

@@ -31,6 +31,7 @@ from fmnist.reporting.notes import RunNote, run_notes
 from fmnist.reporting.render import Heading, Image, Text, epoch_table_blocks, leaderboard_blocks, to_html, to_markdown
 from fmnist.reporting.sources import from_outputs
 from fmnist.reporting.tables import LEADERBOARD_COLUMNS, ReportInputs, ReportTables, build_tables
+from fmnist.workflows.ui import report_sentence
 
 log = logging.getLogger("fmnist")
 
@@ -255,6 +256,7 @@ def write_report(settings: ReportSettings, paths: ReportPaths, root: Path = Path
             *leaderboard_blocks(tables, notes, board_image),
             Heading("Learning curves and per-class results"), *overview,
             *epoch_table_blocks(tables, per_arch, notes),
+            Text(report_sentence(MlflowClient(), settings.experiment, mlflow.get_tracking_uri())),
         ]
         markdown = to_markdown([Heading(TITLE, 1), *blocks], paths.out_dir)
         page = to_html(blocks, TITLE)
