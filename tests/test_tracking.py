@@ -28,7 +28,7 @@ def test_embedded_default_is_sqlite_with_artifacts_beside_it(store):
     assert (store / "mlartifacts" / "exp").is_dir()
     assert status_of(run.info.run_id) == "FINISHED"
     assert mlflow.get_run(run.info.run_id).info.run_name == "mlp"
-    # opens on the training-runs view in `mlflow ui`
+    # says it holds model training, not GenAI traces (fmnist ui's links pick the UI's pages)
     assert mlflow.get_experiment_by_name("exp").tags["mlflow.experimentKind"] == "custom_model_development"
 
 

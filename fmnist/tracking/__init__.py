@@ -74,7 +74,8 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
-# Makes `mlflow ui` open the experiment on its training-runs view, not the GenAI one.
+# Says what the experiment holds (model training, not GenAI traces). MLflow 3.17's UI no longer picks its pages
+# from it: the links of `fmnist ui` (workflows/ui.py) carry workflowType=machine_learning for that.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
