@@ -214,6 +214,7 @@ def faults(args: argparse.Namespace, copies: list[Path], server: srv.Server, url
             "finished_just_after_restart": len(after),
             "lost_after_restart": sorted(n for n in before if trials[n].state not in FINISHED),
             "running_at_restart": under_way, "exits": exits, "tracebacks": tracebacks(logs, "faults"),
+            "outage_lines": outage_lines(logs),
             **tally(trials, sweep.runs())}
 
 
@@ -226,6 +227,13 @@ def resume(worker: subprocess.Popen, limit: float = 120) -> int | str:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
         return f"still running after {limit:.0f} s: SIGKILLed"
+
+
+def outage_lines(logs: Path) -> list[str]:
+    """What the workers said about the study's database while PostgreSQL was away, one line each."""
+    said = [line for log in sorted(logs.glob("faults-*.log")) for line in log.read_text().splitlines()
+            if "heartbeat of trial" in line or "study's database failed" in line]
+    return said
 
 
 def tracebacks(logs: Path, phase: str) -> dict[str, str]:
@@ -284,13 +292,17 @@ def markdown(result: dict) -> str:
              f"- finished before the restart {f['finished_before_restart']}, just after "
              f"{f['finished_just_after_restart']}, lost {f['lost_after_restart']}; RUNNING at the restart "
              f"{f['running_at_restart']}",
-             f"- worker exits: {f['exits']}; tracebacks: {f['tracebacks'] or 'none'}", "",
-             "| workers | wall | trials run | complete | pruned | failed | mean trial (s) | 1-minute load |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"- worker exits: {f['exits']}; tracebacks: {f['tracebacks'] or 'none'}",
+             "- what the workers said about the database:", "", "```", *f["outage_lines"], "```", "",
+             "| workers | wall | trials run | complete | pruned | failed | mean trial (s) | mean complete trial (s) "
+             "| trial-seconds | trial-seconds per wall second | 1-minute load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in result["scaling"]:
         st = s["states"]
         lines.append(f"| {s['workers']} | {s['wall_s']:.0f} s | {s['trials']} | {st.get('COMPLETE', 0)} | "
-                     f"{st.get('PRUNED', 0)} | {st.get('FAIL', 0)} | {s['trial_s_mean']} | {s['load']} |")
+                     f"{st.get('PRUNED', 0)} | {st.get('FAIL', 0)} | {s['trial_s_mean']} | "
+                     f"{s['complete_trial_s_mean']} | {s['trial_s_sum']:.0f} | {s['trial_s_sum'] / s['wall_s']:.2f} | "
+                     f"{s['load']} |")
     return "\n".join(lines)
 
 
@@ -298,8 +310,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT / "data", help="a folder with the pipeline's split/ and prepared/")
     p.add_argument("--trials", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--train-subset", type=int, default=20000)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--train-subset", type=int, default=40000)
     p.add_argument("--eval-subset", type=int, default=3000)
     p.add_argument("--heartbeat", type=int, default=3, help="seconds; a trial silent for 3 heartbeats is dead")
     p.add_argument("--restart-after", type=int, default=6, help="finished trials before PostgreSQL is restarted")
@@ -310,6 +322,10 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, copies)")
     args = p.parse_args()
+    needed = [args.data / "split/train.npz", args.data / "split/val.npz", args.data / "prepared/test.npz"]
+    if missing := [str(f) for f in needed if not f.is_file()]:
+        raise SystemExit(f"{', '.join(missing)}: missing; run `dvc repro split` first, or give --data a folder with "
+                         "the pipeline's split/ and prepared/")
     folder = Path(tempfile.mkdtemp(prefix="fmnist-sweep-rehearsal-"))
     os.chmod(folder, 0o755)  # PostgreSQL runs as its own user when we are root
     print(f"working in {folder}", file=sys.stderr)

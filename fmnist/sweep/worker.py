@@ -212,13 +212,21 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat of trial {trial.number}", daemon=True)
 
     def _beat(self) -> None:
+        failing_since = None
         while True:
             try:
                 self.storage.record_heartbeat(self.trial_id)
-                wait = self.interval
+                if failing_since is not None:
+                    log.warning("sweep: %s written again after %.0f s", self.thread.name,
+                                time.monotonic() - failing_since)
+                failing_since, wait = None, self.interval
             except Exception as err:  # noqa: BLE001
                 if not _storage_failure(err):
                     raise
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("sweep: %s not written (%s); trying every %g s", self.thread.name, _reason(err),
+                                min(RETRY_S, self.interval))
                 wait = min(RETRY_S, self.interval)  # beat again as soon as the database is back
             if self.stopped.wait(wait):
                 return
