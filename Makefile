@@ -10,7 +10,7 @@ export DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := true
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-deps venv quick cpu full run profiles exps metrics ui test test-fast lint lock bench server server-stop ci-rehearsal lint-workflow gpu-carry gpu-plan gpu-import
+.PHONY: help setup system-deps venv quick cpu full run profiles exps metrics ui test test-fast lint lock bench server server-stop ci-rehearsal sweep-rehearsal lint-workflow gpu-carry gpu-plan gpu-import
 
 help:
 	@echo "make setup    install the dataset package, a virtualenv at $(VENV) and the pinned dependencies"
@@ -32,6 +32,7 @@ help:
 	@echo "make profiles the profiles params.yaml defines (make PROFILE runs any of them: make quick, make cpu, ...)"
 	@echo "make server   a tracking server for a team: PostgreSQL + mlflow server on 127.0.0.1:5000 (make server-stop)"
 	@echo "make ci-rehearsal  play the CI retraining workflow end to end here (docs/ci.md, docs/ci_rehearsal.md)"
+	@echo "make sweep-rehearsal  fmnist sweep on a loopback server: 4 workers, faults mid-sweep, 1/2/4-worker wall times (docs/scale.md, ~15 min)"
 	@echo "make lint-workflow  check .github/workflows/retrain.yml against GitHub's workflow schema"
 	@echo "make bench    benchmark our data path against torchvision + DataLoader, and MLflow's logging cost (docs/benchmarks.md)"
 
@@ -144,6 +145,11 @@ server-stop: venv
 # The retraining workflow played end to end with real parts; writes the transcript.
 ci-rehearsal: setup
 	$(PY) -m fmnist.ci.rehearsal --work .fmnist/rehearsal --out docs/ci_rehearsal.md
+
+# fmnist sweep on a loopback PostgreSQL + mlflow server: faults mid-sweep, then wall time with 1, 2, 4 workers.
+sweep-rehearsal: setup
+	$(VENV)/bin/dvc repro split
+	$(PY) benchmarks/sweep_rehearsal.py --json .fmnist/sweep_rehearsal.json
 
 lint-workflow: venv
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/retrain.yml

@@ -351,6 +351,7 @@ def main() -> None:
         srv.stop(folder / "server")
         result["load_after"] = os.getloadavg()
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1, default=str))
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
