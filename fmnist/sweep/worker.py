@@ -271,4 +271,8 @@ def _storage_failure(err: BaseException) -> bool:
 
 def _reason(err: BaseException) -> str:
     """The driver's own message (Optuna's wrapper only guesses at invalid data)."""
-    return str(_chain(err)[-1]).strip().splitlines()[0][:160]
+    import sqlalchemy.exc
+
+    chain = _chain(err)
+    said = next((e for e in chain if isinstance(e, sqlalchemy.exc.DBAPIError)), None) or chain[0]
+    return (str(said.orig) if isinstance(said, sqlalchemy.exc.DBAPIError) else str(said)).strip().splitlines()[0][:160]
