@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -180,7 +181,9 @@ def run_trial(study: optuna.Study, objective: Objective, heartbeat_s: float) -> 
     """One trial as `study.optimize` runs it, but with a heartbeat that outlives a database restart and told with
     skip_if_finished: a trial that another worker failed meanwhile (its heartbeat looked stopped: a frozen process,
     an outage longer than the grace period) stays failed, its retry runs there, and this worker goes on."""
-    trial = study.ask()
+    with warnings.catch_warnings():  # Optuna warns that a heartbeat outside study.optimize is unusual: ours is here
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        trial = study.ask()
     with Heartbeat(study, trial, heartbeat_s):
         value, state = None, TrialState.FAIL
         try:
