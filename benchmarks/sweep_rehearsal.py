@@ -282,9 +282,17 @@ def scaling(args: argparse.Namespace, copies: list[Path], server: srv.Server, ur
 
 
 def markdown(result: dict) -> str:
+    lines = [f"Commit {result['commit']}, {result['date']}; {result['recipe']}.", ""]
+    if result["faults"]:
+        lines += faults_markdown(result)
+    if result["scaling"]:
+        lines += scaling_markdown(result["scaling"])
+    return "\n".join(lines)
+
+
+def faults_markdown(result: dict) -> list[str]:
     f = result["faults"]
-    lines = [f"Commit {result['commit']}, {result['date']}; {result['recipe']}.", "",
-             f"**Faults** (4 workers, heartbeat {result['heartbeat_s']} s, grace {3 * result['heartbeat_s']} s): "
+    return [f"**Faults** (4 workers, heartbeat {result['heartbeat_s']} s, grace {3 * result['heartbeat_s']} s): "
              f"wall {f['wall_s']:.0f} s, 1-minute load {f['load']}.", "", "```", *f["events"], "```", "",
              f"- trial states: {f['states']}; MLflow runs: {f['mlflow_runs']} ({f['mlflow_pruned_tag']} tagged PRUNED)",
              f"- retries (retry: failed trial): {f['retries']}",
@@ -293,17 +301,20 @@ def markdown(result: dict) -> str:
              f"{f['finished_just_after_restart']}, lost {f['lost_after_restart']}; RUNNING at the restart "
              f"{f['running_at_restart']}",
              f"- worker exits: {f['exits']}; tracebacks: {f['tracebacks'] or 'none'}",
-             "- what the workers said about the database:", "", "```", *f["outage_lines"], "```", "",
-             "| workers | wall | trials run | complete | pruned | failed | mean trial (s) | mean complete trial (s) "
+             "- what the workers said about the database:", "", "```", *f["outage_lines"], "```", ""]
+
+
+def scaling_markdown(scaling: list[dict]) -> list[str]:
+    lines = ["| workers | wall | trials run | complete | pruned | failed | mean trial (s) | mean complete trial (s) "
              "| trial-seconds | trial-seconds per wall second | 1-minute load |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in result["scaling"]:
+    for s in scaling:
         st = s["states"]
         lines.append(f"| {s['workers']} | {s['wall_s']:.0f} s | {s['trials']} | {st.get('COMPLETE', 0)} | "
                      f"{st.get('PRUNED', 0)} | {st.get('FAIL', 0)} | {s['trial_s_mean']} | "
                      f"{s['complete_trial_s_mean']} | {s['trial_s_sum']:.0f} | {s['trial_s_sum'] / s['wall_s']:.2f} | "
                      f"{s['load']} |")
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
@@ -355,7 +366,7 @@ def main() -> None:
             args.json.write_text(json.dumps(result, indent=1, default=str))
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    print(markdown(result) if result["faults"] else json.dumps(result["scaling"], indent=1))
+    print(markdown(result))
 
 
 if __name__ == "__main__":
