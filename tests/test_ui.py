@@ -41,8 +41,8 @@ def test_the_saved_view_selects_the_training_runs_and_shows_every_one(store):
     found = client.search_runs([experiment_id], state["searchFilter"])  # the filter MLflow's page sends
     assert sorted(names[r.info.run_id] for r in found) == ["cnn4", "mlp"]
     assert state["orderByKey"] == "metrics.`final_test_acc`" and state["orderByAsc"] is False
-    assert state["selectedColumns"][:3] == ["metrics.`final_test_acc`", "metrics.`selected_test_acc`",
-                                            "metrics.`best_val_acc`"]
+    assert state["selectedColumns"][:4] == ["metrics.`final_test_acc`", "metrics.`seeds_test_acc_mean`",
+                                            "metrics.`seeds_test_acc_std`", "metrics.`seeds_n`"]
     assert "params.`precision_used`" in state["selectedColumns"]
     assert state["runsHiddenMode"] == "SHOW_ALL"
     x_axes = {(c["metricKey"], c["xAxisKey"], c["selectedXAxisMetricKey"]) for c in state["compareRunCharts"]}

@@ -154,6 +154,11 @@ def test_seeds_are_runs_of_one_group_and_the_stage_keeps_them_all(project):
         tests.append(read_summary(folder / "summary.json").selected_test_acc)
         assert len(read_history(folder / "history.csv")) == 3
     assert spread.test_acc_mean == pytest.approx(sum(tests) / 3)
+    # the spread is on the stage's own run too, for the UI's columns; not on the later seeds' runs
+    assert first.data.metrics["seeds_test_acc_mean"] == pytest.approx(spread.test_acc_mean)
+    assert first.data.metrics["seeds_test_acc_std"] == pytest.approx(spread.test_acc_std)
+    assert first.data.metrics["seeds_n"] == 3
+    assert all("seeds_n" not in r.data.metrics for r in later.values())
     assert not (project / ".fmnist/seeds").exists() or not any((project / ".fmnist/seeds").iterdir())
 
 

@@ -42,6 +42,11 @@ class SeedSpread:
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
 
+    def metrics(self) -> dict[str, float]:
+        """As MLflow metrics on the stage's own run (`seeds_test_acc_std`, ...), so the UI can show the spread
+        as a column; a std of one seed is left out."""
+        return {f"seeds_{k.removesuffix('_seeds')}": float(v) for k, v in asdict(self).items() if v is not None}
+
 
 SPREAD_KEYS = tuple(SeedSpread.__dataclass_fields__)
 

@@ -229,5 +229,6 @@ def write_outputs(plan: RunPlan, data: FitData, trained, paths: TrainPaths, stag
     if seeds is None:
         write_summary(paths.metrics_file, trained.summary)
     else:
-        write_json(paths.metrics_file, {**trained.summary.to_dict(),
-                                        **SeedSpread.of([trained.summary, *seeds.summaries]).to_dict()})
+        spread = SeedSpread.of([trained.summary, *seeds.summaries])
+        mlflow.log_metrics(spread.metrics())
+        write_json(paths.metrics_file, {**trained.summary.to_dict(), **spread.to_dict()})
