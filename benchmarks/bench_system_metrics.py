@@ -4,10 +4,10 @@ Two measures:
 1. per sample: the CPU time (thread time) and wall time of one pass of the monitor's loop body (collect CPU,
    memory, disk, network; read the run's status from the store; write the batch), timed N times against an
    embedded SQLite store. CPU ms per sample / interval is the share of one core the monitor takes.
-2. end to end: the same short CPU training (`fmnist speedrun RECIPE --seeds 1 --no-mlflow` cannot log, so this
-   trains through the real train stage code) with the monitor on and off, alternated, with the load beside it.
+2. end to end: the train stage's whole process (stages/train.py --arch RECIPE on the quick budget, into a
+   temporary store) with the monitor off and on, alternated, with the load beside it.
 
-Usage: python benchmarks/bench_system_metrics.py [--samples 200] [--pairs 3] [--recipe mlp] [--out FILE]
+Usage: python benchmarks/bench_system_metrics.py [--samples 200] [--pairs 3] [--interval 10] [--recipe mlp]
 """
 
 from __future__ import annotations
