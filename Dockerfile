@@ -1,6 +1,6 @@
 # fmnist on a GPU server: the pinned tree, CUDA from the torch wheels, `make run` by default (docs/container.md).
 #   docker build -t fmnist .
-#   docker run --gpus all -v fmnist-data:/work/fmnist/data -v fmnist-mlflow:/work/mlflow -v fmnist-cache:/work/cache fmnist
+#   docker run --gpus all -v fmnist-data:/srv/fmnist/data -v fmnist-mlflow:/srv/mlflow -v fmnist-cache:/srv/cache fmnist
 FROM python:3.11-slim-bookworm
 
 # The NVIDIA container toolkit mounts the host's driver (libcuda, NVML) into the container; CUDA's runtime
@@ -11,9 +11,9 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SYSTEM_NEED=dataset-fashion-mnist \
-    MLFLOW_TRACKING_URI=sqlite:////work/mlflow/mlflow.db \
-    TORCH_HOME=/work/cache/torch \
-    PATH=/work/fmnist/.venv/bin:$PATH
+    MLFLOW_TRACKING_URI=sqlite:////srv/mlflow/mlflow.db \
+    TORCH_HOME=/srv/cache/torch \
+    PATH=/srv/fmnist/.venv/bin:$PATH
 
 # make runs every command, git names each run's commit, Debian's dataset-fashion-mnist is the offline source of the
 # four official files, g++ builds the kernels of torch.compile (a recipe's `compile: true`: inductor's C++, Triton's
@@ -28,11 +28,11 @@ RUN apt-get update \
 
 # The volumes' mount points exist and belong to the user, so named volumes start out writable by it.
 RUN useradd --create-home --uid 1000 --shell /bin/bash fmnist \
- && mkdir -p /work/fmnist/data /work/mlflow /work/cache/dvc /work/cache/torch \
- && chown -R fmnist:fmnist /work
+ && mkdir -p /srv/fmnist/data /srv/mlflow /srv/cache/dvc /srv/cache/torch \
+ && chown -R fmnist:fmnist /srv
 # Numeric, so a runtime that only admits non-root users (runAsNonRoot) can check it.
 USER 1000:1000
-WORKDIR /work/fmnist
+WORKDIR /srv/fmnist
 
 # The pinned dependencies alone first: this layer (about 3 GB of torch and CUDA) is rebuilt only when the lock changes.
 COPY --chown=fmnist:fmnist requirements.lock ./
@@ -42,6 +42,6 @@ RUN python3 -m venv .venv && .venv/bin/pip install -q -r requirements.lock
 # virtualenv and every local output. `make venv` is the project's own install (the lock is satisfied: it adds
 # fmnist itself); DVC's cache goes to the cache volume.
 COPY --chown=fmnist:fmnist . .
-RUN make venv && dvc cache dir --local /work/cache/dvc
+RUN make venv && dvc cache dir --local /srv/cache/dvc
 
 CMD ["make", "run"]

@@ -32,7 +32,7 @@ need_tools() {
         apt-get install -y -q debootstrap buildah
 }
 
-# A sandbox with a TLS-intercepting proxy: its CA (if this host has one in /usr/local/share/ca-certificates) and
+# Behind a TLS-intercepting proxy: its CA (if this host has one in /usr/local/share/ca-certificates) and
 # a pip.conf naming the system bundle go into the stand-in base only, so pip in the build can reach PyPI.
 # Nothing of the kind is in the Dockerfile: a real build needs neither.
 trust_host_ca() {
@@ -135,7 +135,7 @@ quick() {
     step "${TINY:+TINY=$TINY }make quick in the image, volumes in $vol"
     (while sleep 60; do echo "load $(date -u +%T) $(cut -d' ' -f1-3 /proc/loadavg)"; done) &
     local sampler=$! status=0
-    time run_in -v "$vol/data:/work/fmnist/data" -v "$vol/mlflow:/work/mlflow" -v "$vol/cache:/work/cache" \
+    time run_in -v "$vol/data:/srv/fmnist/data" -v "$vol/mlflow:/srv/mlflow" -v "$vol/cache:/srv/cache" \
         -- bash -c "$command" || status=$?
     kill "$sampler"
     step "make quick exited $status; what the volumes hold"
@@ -175,7 +175,7 @@ print("report run", run["info"]["run_id"], "report.html", len(html), "bytes, sta
 ui() {
     local port=${UI_PORT:-5391}
     step "mlflow ui in the image on the MLflow volume, port $port"
-    run_in -v "$WORK/volumes/mlflow:/work/mlflow" -- bash -c "mlflow ui --backend-store-uri \"\$MLFLOW_TRACKING_URI\" \
+    run_in -v "$WORK/volumes/mlflow:/srv/mlflow" -- bash -c "mlflow ui --backend-store-uri \"\$MLFLOW_TRACKING_URI\" \
         --host 127.0.0.1 --port $port >/tmp/ui.log 2>&1 & server=\$!; python -c '$UI_PROBE' $port; status=\$?
         kill \$server; exit \$status"
 }
